@@ -1,0 +1,1 @@
+"""One module per ``hpgen`` subcommand; each defines ``register(subparsers)``."""

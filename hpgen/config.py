@@ -1,0 +1,270 @@
+"""Typed configuration: frozen-by-convention dataclasses loaded from TOML.
+
+``load_config(path, overrides)`` reads a TOML preset into the dataclass tree,
+applies ``section.key=value`` overrides from the command line, and rejects any
+unknown key (a typo must never silently fall back to a default). Every field has
+a one-line help string in ``metadata["help"]`` that ``hpgen train --help-config``
+prints. ``dump_toml`` writes the resolved config into each run directory, and
+``config_from_dict`` rebuilds it from a checkpoint, so a run directory is
+self-describing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import HpgenError
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class DataConfig:
+    video: str = _f("", "input video: mp4/avi/mov/gif file, image, or folder of numbered frames")
+    start_frame: int = _f(0, "first frame of the input to use")
+    max_frames: int = _f(0, "use at most this many input frames (0: all); a long input becomes several clips")
+    max_clips: int = _f(0, "train on at most this many LCM(rates)+1-frame clips (0: all that fit)")
+
+
+@dataclass
+class PyramidConfig:
+    num_scales: int = _f(10, "N+1: number of scales, 0 (coarsest) .. N (finest)")
+    min_height: int = _f(32, "frame height at scale 0 (the shorter side for wide videos is not used; height rules)")
+    max_height: int = _f(256, "frame height at the finest scale (capped by the input height)")
+    scale_factor: float = _f(4.0 / 3.0, "height ratio between consecutive scales (paper: 1.33)")
+    rates: list = _f([1, 2, 3, 4], "temporal sampling rates Omega; scale 0 uses the largest, scale N the smallest")
+    image: bool = _f(False, "image mode: a single frame, spatial-only pyramid, 2D convolutions")
+
+    def clip_frames(self) -> int:
+        """Frames of one training clip at full rate: LCM(Omega)+1, so end frames survive every rate."""
+        return 1 if self.image else math.lcm(*self.rates) + 1
+
+
+@dataclass
+class ModelConfig:
+    channels: int = _f(64, "channels of every conv block (G, D and E)")
+    num_blocks: int = _f(5, "conv blocks per generator/critic/encoder (receptive field 2*blocks+1)")
+    kernel: int = _f(3, "conv kernel size in every dimension")
+    latent_channels: int = _f(128, "channels of the patch-VAE latent z (M and S heads)")
+
+
+@dataclass
+class TrainConfig:
+    method: str = _f("hpvaegan", "training method: hpvaegan")
+    vae_scales: int = _f(4, "scales 0..M use the patch-VAE; this is M+1 (paper: M=3, so 4)")
+    iters_per_scale: int = _f(20000, "optimisation steps per scale")
+    lr: float = _f(5e-4, "Adam learning rate of every network")
+    betas: list = _f([0.5, 0.999], "Adam betas")
+    lr_decay_vae: float = _f(0.2, "E and G^0 learning rate factor per scale after scale 0, during the VAE scales")
+    beta_kl: float = _f(0.1, "beta_vae: weight of the KL term (Eq. 8)")
+    beta_adv: float = _f(0.1, "beta_adv: weight of the adversarial term (Eq. 11)")
+    gp_weight: float = _f(0.1, "lambda of the WGAN-GP gradient penalty (Eq. 10)")
+    critic_steps: int = _f(3, "critic updates per generator update at GAN scales")
+    generator_steps: int = _f(3, "generator updates per iteration at GAN scales")
+    noise_amp: float = _f(0.1, "z_n amplitude = noise_amp * RMSE(upsampled reconstruction, real) at each GAN scale")
+    recon_weight: float = _f(10.0, "weight of the reconstruction term at GAN scales (alpha)")
+    seed: int = _f(0, "random seed of the run")
+    log_every: int = _f(50, "steps between scalar logs")
+    sample_every: int = _f(0, "steps between sample videos in TensorBoard (0: only at the end of each scale)")
+    checkpoint_every: int = _f(500, "steps between resumable checkpoints")
+    keep_checkpoints: int = _f(2, "how many newest checkpoints to keep")
+    device: str = _f("auto", "auto|cpu|cuda")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    pyramid: PyramidConfig = field(default_factory=PyramidConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------
+# generic loading / overriding / dumping of any dataclass tree
+
+def _is_dc_type(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """Check/convert a TOML or command-line value to the type of the field's default."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise HpgenError(f"config key {where}: expected true/false, got {value!r}")
+    if isinstance(default, int):
+        try:
+            if isinstance(value, str):
+                return int(value)
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        except ValueError:
+            pass
+        raise HpgenError(f"config key {where}: expected an integer, got {value!r}")
+    if isinstance(default, float):
+        try:
+            if isinstance(value, str):
+                return float(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        except ValueError:
+            pass
+        raise HpgenError(f"config key {where}: expected a number, got {value!r}")
+    if isinstance(default, list):
+        if isinstance(value, str):
+            try:
+                value = tomllib.loads(f"v = {value}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise HpgenError(f"config key {where}: expected a list, got {value!r}")
+        if default:
+            value = [_coerce(v, default[0], where) for v in value]
+        return value
+    if isinstance(default, str):
+        return str(value)
+    return value
+
+
+def _merge(obj, data: dict, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise HpgenError(f"config section {prefix.rstrip('.') or '<root>'} must be a table")
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        where = prefix + key
+        if key not in names:
+            raise HpgenError(f"unknown config key '{where}' (known here: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, where + ".")
+        else:
+            setattr(obj, key, _coerce(value, current, where))
+    return obj
+
+
+def apply_overrides(cfg, overrides: list[str]):
+    """Apply ``section.key=value`` strings (values parsed as TOML where possible)."""
+    for item in overrides:
+        if "=" not in item:
+            raise HpgenError(f"override '{item}' is not of the form section.key=value")
+        path, raw = item.split("=", 1)
+        parts = path.strip().split(".")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare string such as a path
+        nested: Any = value
+        for p in reversed(parts):
+            nested = {p: nested}
+        _merge(cfg, nested)
+    return cfg
+
+
+def config_from_dict(data: dict, cls=Config):
+    return _merge(cls(), data)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, cls=Config):
+    cfg = cls()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise HpgenError(f"config file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise HpgenError(f"config file {p} is not valid TOML: {e}") from None
+        _merge(cfg, data)
+    apply_overrides(cfg, overrides or [])
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg) -> None:
+    """Cross-field checks that a type check cannot express."""
+    if isinstance(cfg, Config):
+        py, tr = cfg.pyramid, cfg.train
+        if py.num_scales < 1:
+            raise HpgenError("pyramid.num_scales must be >= 1")
+        if not py.rates or any(r < 1 for r in py.rates):
+            raise HpgenError("pyramid.rates must be a non-empty list of positive integers")
+        if py.scale_factor <= 1.0:
+            raise HpgenError("pyramid.scale_factor must be > 1")
+        if py.min_height < 8 or py.max_height < py.min_height:
+            raise HpgenError("pyramid heights must satisfy 8 <= min_height <= max_height")
+        if not 1 <= tr.vae_scales <= py.num_scales:
+            raise HpgenError("train.vae_scales must be between 1 and pyramid.num_scales")
+        if tr.iters_per_scale < 1:
+            raise HpgenError("train.iters_per_scale must be >= 1")
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v)} to TOML")
+
+
+def dump_toml(cfg) -> str:
+    lines: list[str] = []
+
+    def emit(obj, prefix):
+        scalars = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                   if not dataclasses.is_dataclass(getattr(obj, f.name))]
+        if scalars:
+            if prefix:
+                lines.append(f"[{prefix}]")
+            for name, value in scalars:
+                lines.append(f"{name} = {_toml_value(value)}")
+            lines.append("")
+        for f in dataclasses.fields(obj):
+            sub = getattr(obj, f.name)
+            if dataclasses.is_dataclass(sub):
+                emit(sub, f"{prefix}.{f.name}" if prefix else f.name)
+
+    emit(cfg, "")
+    return "\n".join(lines)
+
+
+def describe(cfg) -> str:
+    """Help text for every key: name, current value, and its docstring."""
+    out: list[str] = []
+
+    def walk(obj, prefix):
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if dataclasses.is_dataclass(v):
+                walk(v, prefix + f.name + ".")
+            else:
+                out.append(f"  {prefix + f.name} = {_toml_value(v)}\n      {f.metadata.get('help', '')}")
+
+    walk(cfg, "")
+    return "\n".join(out)

@@ -1,0 +1,173 @@
+"""The spatio-temporal pyramid shared by every method.
+
+Shapes (HP-VAE-GAN Sec. 3.2 and appendix A.1)
+    Scale 0 is the coarsest, scale N the finest. The shorter frame side (the
+    height for landscape video, as in the paper) is ``min_size`` at scale 0 and
+    grows by ``factor`` per scale until it reaches ``max_size`` (or the input's
+    own size); the other side keeps the input's aspect ratio. Temporally, the
+    training clip is LCM(Omega)+1 input frames; scale n keeps every r_n-th
+    frame, where r_n indexes linearly from max(Omega) at scale 0 to min(Omega)
+    at scale N, so scale 0 has LCM/max+1 frames (4 for Omega={1,2,3,4}) and
+    scale N has LCM/min+1 (13). Because every rate divides the LCM, the first
+    and last frames of the clip are present at every scale.
+
+Resampling
+    ``resize`` changes (T, H, W) separably: linear in time with aligned corners,
+    so the first and last frames map onto themselves exactly (and the aligned
+    frame times of different rates interpolate correctly), and bilinear in
+    space without aligned corners, antialiased when shrinking.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .errors import HpgenError
+
+
+@dataclass(frozen=True)
+class ScaleShape:
+    frames: int
+    height: int
+    width: int
+    rate: int  # temporal sampling rate: keep every rate-th frame of the full-rate clip
+
+    @property
+    def thw(self) -> tuple[int, int, int]:
+        return (self.frames, self.height, self.width)
+
+    @property
+    def voxels(self) -> int:
+        return self.frames * self.height * self.width
+
+
+def scale_rates(rates: Sequence[int], num_scales: int) -> list[int]:
+    """Rate per scale: linear indexing from the largest rate (scale 0) to the smallest (scale N)."""
+    ordered = sorted(set(int(r) for r in rates), reverse=True)
+    if num_scales == 1:
+        return [ordered[-1]]
+    k = len(ordered) - 1
+    return [ordered[round(n * k / (num_scales - 1))] for n in range(num_scales)]
+
+
+def scale_sizes(input_hw: tuple[int, int], num_scales: int, min_size: int, max_size: int,
+                factor: float) -> list[tuple[int, int]]:
+    """(H, W) per scale: the shorter side grows by ``factor`` from ``min_size``, capped at
+    ``max_size`` and at the input's shorter side; the aspect ratio of the input is kept."""
+    h_in, w_in = input_hw
+    short_in = min(h_in, w_in)
+    cap = min(max_size, short_in)
+    if min_size > cap:
+        raise HpgenError(f"input of {h_in}x{w_in} is smaller than the coarsest scale needs "
+                         f"(shorter side {short_in} < min size {min_size})")
+    sizes = []
+    short = float(min_size)
+    for _ in range(num_scales):
+        s = min(round(short), cap)
+        if h_in <= w_in:
+            sizes.append((s, max(1, round(s * w_in / h_in))))
+        else:
+            sizes.append((max(1, round(s * h_in / w_in)), s))
+        short *= factor
+    return sizes
+
+
+def pyramid_shapes(input_hw: tuple[int, int], *, num_scales: int, min_size: int, max_size: int,
+                   factor: float, rates: Sequence[int], image: bool = False) -> list[ScaleShape]:
+    sizes = scale_sizes(input_hw, num_scales, min_size, max_size, factor)
+    if image:
+        return [ScaleShape(1, h, w, 1) for h, w in sizes]
+    lcm = math.lcm(*rates)
+    return [ScaleShape(lcm // r + 1, h, w, r) for (h, w), r in zip(sizes, scale_rates(rates, num_scales))]
+
+
+def shapes_from_config(pyr, input_hw: tuple[int, int]) -> list[ScaleShape]:
+    """``pyr`` is a PyramidConfig (or anything with the same fields)."""
+    return pyramid_shapes(input_hw, num_scales=pyr.num_scales, min_size=pyr.min_height,
+                          max_size=pyr.max_height, factor=pyr.scale_factor, rates=pyr.rates,
+                          image=pyr.image)
+
+
+def rescale_shapes(shapes: Sequence[ScaleShape], frames: int | None = None,
+                   height: int | None = None, width: int | None = None) -> list[ScaleShape]:
+    """Shapes for sampling at another size: every scale is scaled by the same ratios as the
+    finest, so a generator sees the same relative geometry it was trained on."""
+    fin = shapes[-1]
+    rt = (frames / fin.frames) if frames else 1.0
+    rh = (height / fin.height) if height else 1.0
+    rw = (width / fin.width) if width else (rh if height and not width else 1.0)
+    if height and not width:
+        rw = rh
+    if width and not height:
+        rh = rw
+    out = []
+    for s in shapes:
+        t = max(1, round((s.frames - 1) * rt) + 1) if s.frames > 1 else 1
+        out.append(ScaleShape(t, max(1, round(s.height * rh)), max(1, round(s.width * rw)), s.rate))
+    last = out[-1]
+    out[-1] = ScaleShape(frames or last.frames, height or last.height, width or last.width, last.rate)
+    return out
+
+
+def clip_starts(num_frames: int, clip_frames: int, max_clips: int = 0) -> list[int]:
+    """Start indices of the non-overlapping full-rate clips a long input is cut into."""
+    if num_frames < clip_frames:
+        raise HpgenError(f"the clip has {num_frames} frames but the pyramid needs at least "
+                         f"{clip_frames} (LCM of the rates + 1)")
+    starts = list(range(0, num_frames - clip_frames + 1, clip_frames))
+    return starts[:max_clips] if max_clips else starts
+
+
+def temporal_indices(start: int, shape: ScaleShape) -> list[int]:
+    """Input frame indices of scale ``shape`` within the clip starting at ``start``."""
+    return [start + i * shape.rate for i in range(shape.frames)]
+
+
+def resize(video: torch.Tensor, thw: Sequence[int]) -> torch.Tensor:
+    """Resize a (B, C, T, H, W) or (C, T, H, W) video to ``thw``; see the module docstring."""
+    squeeze = video.dim() == 4
+    x = video.unsqueeze(0) if squeeze else video
+    b, c, t, h, w = x.shape
+    T, H, W = (int(v) for v in thw)
+    if t != T:
+        if t == 1:
+            x = x.expand(b, c, T, h, w)
+        else:
+            y = x.permute(0, 1, 3, 4, 2).reshape(b, c * h * w, t)
+            y = F.interpolate(y, size=T, mode="linear", align_corners=True)
+            x = y.reshape(b, c, h, w, T).permute(0, 1, 4, 2, 3)
+    if (h, w) != (H, W):
+        y = x.permute(0, 2, 1, 3, 4).reshape(b * T, c, h, w)
+        shrink = H < h or W < w
+        y = F.interpolate(y, size=(H, W), mode="bilinear", align_corners=False, antialias=shrink)
+        x = y.reshape(b, T, c, H, W).permute(0, 2, 1, 3, 4)
+    x = x.contiguous()
+    return x.squeeze(0) if squeeze else x
+
+
+def build_reals(clip: torch.Tensor, shapes: Sequence[ScaleShape]) -> list[torch.Tensor]:
+    """Per-scale real videos from one full-rate clip (C, T_full, H, W), decoded once.
+
+    Temporally frames are subsampled (never interpolated: the paper wants frames
+    free of blending); spatially they are resized with antialiasing.
+    """
+    out = []
+    for s in shapes:
+        frames = clip[:, temporal_indices(0, s)] if s.frames > 1 else clip[:, :1]
+        out.append(resize(frames, (s.frames, s.height, s.width)))
+    return out
+
+
+def format_table(shapes: Sequence[ScaleShape], extra: dict[str, Sequence] | None = None) -> str:
+    cols = ["scale", "frames", "height", "width", "rate", "voxels"] + list(extra or {})
+    rows = []
+    for n, s in enumerate(shapes):
+        row = [n, s.frames, s.height, s.width, s.rate, s.voxels] + [v[n] for v in (extra or {}).values()]
+        rows.append([str(v) for v in row])
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    fmt = lambda r: "  ".join(v.rjust(wd) for v, wd in zip(r, widths))
+    return "\n".join([fmt(cols)] + [fmt(r) for r in rows])
