@@ -72,7 +72,7 @@ class TrainConfig:
     critic_steps: int = _f(3, "critic updates per generator update at GAN scales")
     generator_steps: int = _f(3, "generator updates per iteration at GAN scales")
     noise_amp: float = _f(0.1, "z_n amplitude = noise_amp * RMSE(upsampled reconstruction, real) at each GAN scale")
-    recon_weight: float = _f(10.0, "weight of the reconstruction term at GAN scales (alpha)")
+    recon_weight: float = _f(1.0, "weight of the reconstruction term at GAN scales (Eq. 11 has 1)")
     seed: int = _f(0, "random seed of the run")
     log_every: int = _f(50, "steps between scalar logs")
     sample_every: int = _f(0, "steps between sample videos in TensorBoard (0: only at the end of each scale)")

@@ -150,15 +150,16 @@ def resize(video: torch.Tensor, thw: Sequence[int]) -> torch.Tensor:
 
 
 def build_reals(clip: torch.Tensor, shapes: Sequence[ScaleShape]) -> list[torch.Tensor]:
-    """Per-scale real videos from one full-rate clip (C, T_full, H, W), decoded once.
+    """Per-scale real videos from full-rate clips (C, T_full, H, W) or (B, C, T_full, H, W),
+    decoded once.
 
     Temporally frames are subsampled (never interpolated: the paper wants frames
     free of blending); spatially they are resized with antialiasing.
     """
     out = []
     for s in shapes:
-        frames = clip[:, temporal_indices(0, s)] if s.frames > 1 else clip[:, :1]
-        out.append(resize(frames, (s.frames, s.height, s.width)))
+        idx = temporal_indices(0, s) if s.frames > 1 else [0]
+        out.append(resize(clip[..., idx, :, :], (s.frames, s.height, s.width)))
     return out
 
 
@@ -171,3 +172,54 @@ def format_table(shapes: Sequence[ScaleShape], extra: dict[str, Sequence] | None
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     fmt = lambda r: "  ".join(v.rjust(wd) for v, wd in zip(r, widths))
     return "\n".join([fmt(cols)] + [fmt(r) for r in rows])
+
+
+# ---------------------------------------------------------------------------
+# geometric pyramids with separate spatial and temporal factors (VGPNN, patch-NN)
+
+def geometric_shapes(thw: Sequence[int], *, spatial_factor: float, temporal_factor: float,
+                     min_hw: int, min_frames: int, max_levels: int = 0) -> list[tuple[int, int, int]]:
+    """(T, H, W) per level, coarsest first, for a pyramid that shrinks space by
+    ``spatial_factor`` and time by ``temporal_factor`` per level (VGPNN Sec. 2).
+
+    Each dimension stops shrinking at its floor (the shorter frame side at ``min_hw``, the
+    frame count at ``min_frames``; a dimension already below its floor keeps its size), and
+    the pyramid ends when both have reached their floors, so time and space may need a
+    different number of levels. The finest level is ``thw`` itself. ``max_levels`` (>0)
+    keeps only that many of the finest levels.
+    """
+    T, H, W = (int(v) for v in thw)
+    if spatial_factor >= 1.0 or temporal_factor > 1.0 or spatial_factor <= 0 or temporal_factor <= 0:
+        raise HpgenError("pyramid factors must be in (0, 1) (spatial) and (0, 1] (temporal)")
+    short = min(H, W)
+    levels: list[tuple[int, int, int]] = []
+    k = 0
+    while True:
+        t = T if T <= min_frames else max(min_frames, round(T * temporal_factor ** k))
+        if short <= min_hw:
+            h, w = H, W
+        else:
+            sc = max(spatial_factor ** k, min_hw / short)
+            h, w = max(1, round(H * sc)), max(1, round(W * sc))
+        if not levels or levels[-1] != (t, h, w):
+            levels.append((t, h, w))
+        time_done = t <= min_frames or temporal_factor == 1.0
+        space_done = min(h, w) <= min_hw
+        if time_done and space_done:
+            break
+        k += 1
+    levels.reverse()
+    return levels[-max_levels:] if max_levels else levels
+
+
+def matched_shapes(ref_shapes: Sequence[Sequence[int]], out_thw: Sequence[int],
+                   min_thw: Sequence[int] = (1, 1, 1)) -> list[tuple[int, int, int]]:
+    """Shapes of an output pyramid that mirrors ``ref_shapes`` (coarsest first) but ends at
+    ``out_thw``: every level keeps the reference level's ratio to its finest level, per
+    dimension, and never falls below ``min_thw`` (e.g. the patch size)."""
+    fin = ref_shapes[-1]
+    out = []
+    for s in ref_shapes:
+        out.append(tuple(max(int(m), round(o * r / f)) for o, r, f, m in zip(out_thw, s, fin, min_thw)))
+    out[-1] = tuple(int(v) for v in out_thw)
+    return out

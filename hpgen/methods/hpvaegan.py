@@ -1,0 +1,152 @@
+"""HP-VAE-GAN (Gur et al.): which networks train at each scale, and the loss of each phase.
+
+Scales 0..M (patch-VAE, Eq. 8): one phase. E and G^0 fine-tune with a learning rate
+decayed by ``lr_decay_vae`` per scale, G^n trains, G^1..G^{n-1} are frozen but stay in
+the graph so that the reconstruction at scale n reaches E and G^0.
+
+Scales n > M (patch-GAN, Eq. 9-11): ``critic_steps`` critic phases and ``generator_steps``
+generator phases per iteration; only G^n and D^n train. The reconstruction path uses the
+encoder's mean and no noise; it is frozen, so its up-sampled input to G^n is computed
+once per scale. z_n is scaled by ``noise_amp`` x RMSE(that input, x^n), as in SinGAN.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .. import losses
+from ..models import HPVAEGAN, PatchCritic
+from ..pyramid import ScaleShape, resize
+
+Phase = tuple[str, Callable[[], tuple[torch.Tensor, dict]]]
+
+
+@dataclass
+class ScaleState:
+    """What one scale's phases read: the pyramid, the per-scale reals (B, C, T, H, W) and
+    tensors cached for the scale or the iteration."""
+    n: int
+    shapes: list[ScaleShape]
+    reals: list[torch.Tensor]
+    cache: dict = field(default_factory=dict)
+
+
+class HPVAEGANMethod:
+    name = "hpvaegan"
+
+    def __init__(self, cfg):
+        self.cfg, self.tr = cfg, cfg.train
+        self.dims = 2 if cfg.pyramid.image else 3
+
+    # -- networks --------------------------------------------------------------
+    def build_model(self) -> HPVAEGAN:
+        m = self.cfg.model
+        return HPVAEGAN(m.channels, m.latent_channels, m.num_blocks, m.kernel, self.dims, self.tr.vae_scales)
+
+    def build_critic(self) -> PatchCritic:
+        m = self.cfg.model
+        return PatchCritic(3, m.channels, m.num_blocks, m.kernel, self.dims)
+
+    def uses_critic(self, model: HPVAEGAN, n: int) -> bool:
+        return model.is_gan_scale(n)
+
+    def grow(self, model: HPVAEGAN, critic: PatchCritic | None, n: int) -> PatchCritic | None:
+        """Add G^n (from G^{n-1}) and return D^n (from D^{n-1}, new at the first GAN scale)."""
+        while model.num_scales <= n:
+            model.grow()
+        if not self.uses_critic(model, n):
+            return None
+        if critic is None:
+            critic = self.build_critic()
+        return critic  # D^n continues from D^{n-1}: the same module keeps training
+
+    def param_groups(self, model: HPVAEGAN, critic, n: int) -> dict[str, list[dict]]:
+        """Freeze everything, then unfreeze (and put in train mode) what scale n trains."""
+        model.requires_grad_(False).eval()
+        lr = self.tr.lr
+        groups: dict[str, list[dict]] = {}
+        if not model.is_gan_scale(n):
+            vae = [model.encoder, model.decoder]
+            for mod in vae:
+                mod.requires_grad_(True).train()
+            g = [{"params": [p for mod in vae for p in mod.parameters()], "lr": lr * self.tr.lr_decay_vae ** n}]
+            if n > 0:
+                model.generators[n - 1].requires_grad_(True).train()
+                g.append({"params": list(model.generators[n - 1].parameters()), "lr": lr})
+            groups["g"] = g
+        else:
+            model.generators[n - 1].requires_grad_(True).train()
+            groups["g"] = [{"params": list(model.generators[n - 1].parameters()), "lr": lr}]
+            critic.requires_grad_(True).train()
+            groups["d"] = [{"params": list(critic.parameters()), "lr": lr}]
+        return groups
+
+    # -- per scale / per iteration set-up -------------------------------------
+    @torch.no_grad()
+    def begin_scale(self, model: HPVAEGAN, st: ScaleState) -> None:
+        if not model.is_gan_scale(st.n):
+            return
+        n = st.n
+        mu, _ = model.encode(st.reals[0])
+        prev = model.synthesize(mu, st.shapes, stop=n - 1, noise=False)
+        up = resize(prev, st.shapes[n].thw)
+        st.cache["recon_up"] = up
+        model.noise_amps[n] = self.tr.noise_amp * losses.rmse(up, st.reals[n])
+
+    @torch.no_grad()
+    def begin_iteration(self, model: HPVAEGAN, st: ScaleState) -> None:
+        if not model.is_gan_scale(st.n):
+            return
+        batch = st.reals[st.n].shape[0]
+        dtype = st.reals[st.n].dtype
+        z = torch.randn(model.latent_shape(batch, st.shapes[0]), device=st.reals[0].device).to(dtype)
+        prev = model.synthesize(z, st.shapes, stop=st.n - 1)
+        st.cache["fake_up"] = resize(prev, st.shapes[st.n].thw)
+
+    def _random_fake(self, model: HPVAEGAN, st: ScaleState) -> torch.Tensor:
+        up = st.cache["fake_up"]
+        zn = torch.randn(up.shape, device=up.device).to(up.dtype) * model.noise_amps[st.n].to(up.dtype)
+        return up + model.refine_upsampled(up, st.n, zn)
+
+    # -- phases ----------------------------------------------------------------
+    def phases(self, model: HPVAEGAN, critic, st: ScaleState) -> list[Phase]:
+        if not model.is_gan_scale(st.n):
+            return [("g", lambda: self.vae_loss(model, st))]
+        return ([("d", lambda: self.critic_loss(model, critic, st))] * self.tr.critic_steps
+                + [("g", lambda: self.generator_loss(model, critic, st))] * self.tr.generator_steps)
+
+    def vae_loss(self, model: HPVAEGAN, st: ScaleState):
+        """Eq. 8 (Eq. 5 at scale 0): recon at n + recon at 0 + beta * KL."""
+        x0 = st.reals[0]
+        mu, logvar = model.encode(x0)
+        z = losses.reparameterize(mu, logvar)
+        outs = model.synthesize(z, st.shapes, stop=st.n, noise=False, return_all=True)
+        kl = losses.kl_divergence(mu, logvar)
+        rec0 = losses.reconstruction(outs[0], x0)
+        loss = rec0 + self.tr.beta_kl * kl
+        stats = {"kl": kl.detach(), "rec0": rec0.detach()}
+        if st.n > 0:
+            rec = losses.reconstruction(outs[st.n], st.reals[st.n])
+            loss = loss + rec
+            stats["rec"] = rec.detach()
+        stats["loss_vae"] = loss.detach()
+        return loss, stats
+
+    def critic_loss(self, model: HPVAEGAN, critic, st: ScaleState):
+        with torch.no_grad():
+            fake = self._random_fake(model, st)
+        return losses.wgan_critic(critic, st.reals[st.n], fake, self.tr.gp_weight)
+
+    def generator_loss(self, model: HPVAEGAN, critic, st: ScaleState):
+        """Eq. 11: recon (Eq. 7, deterministic path) + beta_adv * adversarial (Eq. 10)."""
+        critic.requires_grad_(False)  # D gets no gradient from the generator phase
+        try:
+            adv = losses.wgan_generator(critic, self._random_fake(model, st))
+        finally:
+            critic.requires_grad_(True)
+        up = st.cache["recon_up"]
+        rec = losses.reconstruction(up + model.refine_upsampled(up, st.n), st.reals[st.n])
+        loss = self.tr.recon_weight * rec + self.tr.beta_adv * adv
+        return loss, {"rec": rec.detach(), "adv": adv.detach(), "loss_g": loss.detach()}

