@@ -1,0 +1,65 @@
+"""Shared fixtures: real clips from ../shared/data (skipped when absent), the bundled
+sample, and helpers that assert behaviour rather than numbers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+BUNDLED = REPO / "hpgen" / "assets" / "bikes.mp4"
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def shared_clip(name: str) -> Path:
+    p = SHARED_DATA / name
+    if not p.exists():
+        pytest.skip(f"shared test data {p} not present")
+    return p
+
+
+@pytest.fixture
+def bikes() -> Path:
+    return BUNDLED
+
+
+@pytest.fixture
+def tree() -> Path:
+    return shared_clip("opencv_tree_leaves_f00-55.mp4")
+
+
+@pytest.fixture
+def balloons_frames() -> Path:
+    return shared_clip("airballoons_256x144")
+
+
+def run_hpgen(*args: str, cwd: Path = REPO, timeout: int = 900, env: dict | None = None,
+              check: bool = False) -> subprocess.CompletedProcess:
+    """Run the real command line in a subprocess (the way a user does)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    e.setdefault("PYTHONUNBUFFERED", "1")
+    proc = subprocess.run([sys.executable, "-m", "hpgen", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=e)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hpgen {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-3000:]}")
+    return proc
+
+
+def nearest_patch_distance(fake: torch.Tensor, real: torch.Tensor, ksize=(3, 7, 7)) -> float:
+    """Mean squared distance from each patch of ``fake`` (C,T,H,W) to its nearest patch of
+    ``real``, per element (exact search)."""
+    from hpgen.patchnn.exact import exact_nn
+    from hpgen.patchnn.patches import PatchGrid
+
+    kt = min(ksize[0], fake.shape[1], real.shape[1])
+    ks = (kt, *ksize[1:])
+    _, d = exact_nn(PatchGrid(fake.float(), ks), PatchGrid(real.float(), ks))
+    return float(d.mean()) / (fake.shape[0] * ks[0] * ks[1] * ks[2])

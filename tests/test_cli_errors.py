@@ -1,0 +1,89 @@
+"""Bad input gets one line naming the problem (exit 2, no traceback), and nothing that
+already exists is overwritten."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from hpgen.cli import main
+from hpgen.video import read_video, write_video
+
+from conftest import REPO
+
+DEMO = str(REPO / "configs" / "hpvaegan" / "demo.toml")
+
+
+def _fails(capsys, argv, match):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("hpgen: error: ") and match in err, err
+    return err
+
+
+def test_missing_video(capsys, tmp_path):
+    _fails(capsys, ["train", "--config", DEMO, "--video", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "r")],
+           "input video not found")
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_video(capsys, tmp_path):
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
+    _fails(capsys, ["train", "--config", DEMO, "--video", str(bad), "--dry-run"], "cannot decode video")
+
+
+def test_clip_shorter_than_the_pyramid_needs(capsys, tmp_path, bikes):
+    short = write_video(tmp_path / "short.mp4", read_video(bikes, range(5), size=(136, 320)), fps=25)
+    _fails(capsys, ["train", "--config", str(REPO / "configs/hpvaegan/paper.toml"), "--video", str(short),
+                    "--dry-run"], "needs at least 13")
+
+
+def test_frame_folder_with_gaps(capsys, tmp_path):
+    for i in (0, 1, 3):
+        Image.new("RGB", (64, 48)).save(tmp_path / f"{i:04d}.png")
+    _fails(capsys, ["train", "--config", DEMO, "--video", str(tmp_path), "--dry-run"], "has gaps")
+
+
+def test_unknown_config_key(capsys, tmp_path):
+    _fails(capsys, ["train", "--config", DEMO, "train.learning_rate=1", "--dry-run"],
+           "unknown config key 'train.learning_rate'")
+    cfg = tmp_path / "x.toml"
+    cfg.write_text("[model]\nchanels = 3\n")
+    _fails(capsys, ["train", "--config", str(cfg), "--dry-run"], "unknown config key 'model.chanels'")
+
+
+def test_grayscale_is_accepted_with_a_note(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "gray"
+    folder.mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (60, 80), dtype=np.uint8), mode="L").save(folder / f"{i}.png")
+    assert main(["train", "--config", DEMO, "--video", str(folder), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "8 frames 60x80" in out and "scale" in out
+
+
+def test_dry_run_prints_config_and_pyramid(capsys):
+    assert main(["train", "--config", DEMO, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "[pyramid]" in out and "num_scales = 4" in out
+    assert "frames  height  width" in out and "vae" in out and "gan" in out
+
+
+def test_finished_run_is_never_overwritten(capsys, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "generator.pt").write_bytes(b"precious")
+    _fails(capsys, ["train", "--config", DEMO, "--out", str(run)], "already holds a finished run")
+    assert (run / "generator.pt").read_bytes() == b"precious"
+
+
+def test_foreign_directory_is_never_used(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    _fails(capsys, ["train", "--config", DEMO, "--out", str(tmp_path)], "not an hpgen run directory")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_sample_without_generator(capsys, tmp_path):
+    _fails(capsys, ["sample", str(tmp_path), "--num", "1", "--out", str(tmp_path / "o")], "no trained generator")

@@ -1,0 +1,87 @@
+"""The README's main job, as a user runs it: train the demo preset on the bundled clip, then
+``hpgen sample --num 4``; the samples have the configured size, differ from each other and
+from the input, and are made of patches that resemble the input's."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hpgen.config import load_config
+from hpgen.data import load_training_data
+from hpgen.video import VideoSource, read_video, to_tensor
+
+from conftest import REPO, nearest_patch_distance, run_hpgen
+
+DEMO = REPO / "configs" / "hpvaegan" / "demo.toml"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    run, out = root / "run", root / "samples"
+    train = run_hpgen("train", "--config", str(DEMO), "--out", str(run), check=True, timeout=1500)
+    run_hpgen("sample", str(run), "--num", "4", "--out", str(out), "--seed", "7", check=True)
+    data = load_training_data(load_config(DEMO))
+    samples = [read_video(out / f"sample_{i:03d}.mp4") for i in range(4)]
+    return run, out, train.stdout, data, samples
+
+
+@pytest.mark.slow
+def test_four_samples_of_the_configured_size(demo_run):
+    run, out, _, data, samples = demo_run
+    assert sorted(p.name for p in out.iterdir()) == [f"sample_{i:03d}.mp4" for i in range(4)]
+    fin = data.shapes[-1]
+    for s in samples:
+        assert s.shape == (fin.frames, fin.height, fin.width, 3)
+
+
+@pytest.mark.slow
+def test_samples_are_diverse_and_not_copies(demo_run):
+    _, _, _, data, samples = demo_run
+    real = (data.reals[-1][0].permute(1, 2, 3, 0).numpy() + 1) * 127.5  # (T, H, W, 3) in 0..255
+    stack = np.stack(samples).astype(np.float64)
+    diversity = stack.std(axis=0).mean() / real.std()
+    assert diversity > 0.1, diversity  # the papers' diversity measure, well above 0
+    for s in stack:
+        rel = np.abs(s - real).mean() / real.std()
+        assert rel > 0.1, rel  # not the input, up to codec noise (which is ~0.01 here)
+        for other in stack:
+            if other is not s:
+                assert np.abs(s - other).mean() > 1.0
+
+
+@pytest.mark.slow
+def test_generated_patches_resemble_the_input(demo_run):
+    _, _, _, data, samples = demo_run
+    real = data.reals[-1][0]
+    g = torch.Generator().manual_seed(0)
+    mean = real.mean(dim=(1, 2, 3), keepdim=True)
+    std = real.std(dim=(1, 2, 3), keepdim=True)
+    noise = (mean + std * torch.randn(real.shape, generator=g)).clamp(-1, 1)
+    baseline = nearest_patch_distance(noise, real)
+    for s in samples:
+        d = nearest_patch_distance(to_tensor(s), real)
+        assert d < 0.25 * baseline, (d, baseline)
+
+
+@pytest.mark.slow
+def test_run_directory_is_complete_and_self_describing(demo_run):
+    run, _, stdout, data, _ = demo_run
+    assert "hpgen: done. Outputs in" in stdout and str(run / "generator.pt") in stdout
+    n = len(data.shapes)
+    for k in range(n):
+        assert (run / "samples" / f"scale_{k:02d}.mp4").is_file()
+        assert (run / "samples" / f"scale_{k:02d}.png").is_file()
+        assert VideoSource(run / "reals" / f"scale_{k:02d}.mp4").num_frames == data.shapes[k].frames
+    assert (run / "config.toml").read_text().startswith("[data]")
+    assert (run / "stats.jsonl").stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert "scale_00/kl" in tags["scalars"] and f"scale_{n - 1:02d}/wdist" in tags["scalars"]
+    assert f"fake/scale_{n - 1:02d}" in tags["images"] and "real/scale_00_strip" in tags["images"]
+    gif = acc.Images(f"fake/scale_{n - 1:02d}")[0].encoded_image_string
+    assert gif[:6] in (b"GIF87a", b"GIF89a")
