@@ -9,19 +9,17 @@ from tqdm import tqdm
 from .errors import HpgenError
 from .export import load_generator
 from .inference import InferenceContext
-from .models import HPVAEGAN
+from .methods import get_method
 from .pyramid import rescale_shapes
 from .video import write_video
 
 
-def load_model(payload: dict, device) -> HPVAEGAN:
-    if payload["method"] != "hpvaegan":
-        raise HpgenError(f"sampling for method '{payload['method']}' is not supported by this version")
-    model = HPVAEGAN(**payload["model_args"])
-    for _ in range(payload["num_scales"] - 1):
-        model.grow()
+def load_model(payload: dict, device):
+    """(method class, generator stack in eval mode) from a generator.pt payload."""
+    method = get_method(payload["method"])
+    model = method.model_from_args(payload["model_args"], payload["num_scales"])
     model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval()  # eval: BatchNorm uses its running statistics, not the sample's
+    return method, model.to(device).eval()  # eval: BatchNorm uses running statistics, not the sample's
 
 
 def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | None = None,
@@ -42,7 +40,7 @@ def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | 
     existing = [p for p in targets if p.exists()]
     if existing and not overwrite:
         raise HpgenError(f"{existing[0]} already exists; pass --overwrite or choose another --out")
-    model = load_model(payload, ctx.device)
+    method, model = load_model(payload, ctx.device)
     fps = payload["fps"] / shapes[-1].rate
     written = []
     mine = ctx.share(list(range(num)))
@@ -50,7 +48,7 @@ def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | 
         # One generator per sample index: sample i is the same whatever the process count.
         g = torch.Generator(device=ctx.device).manual_seed(seed * 1_000_003 + i)
         with torch.no_grad(), ctx.autocast():
-            video = model.sample(shapes, batch=1, generator=g)[0].float()
+            video = method.sample(model, shapes, batch=1, generator=g)[0].float()
         written.append(write_video(targets[i], video, fps=fps))
     ctx.wait()
     return written

@@ -22,7 +22,7 @@ from .errors import HpgenError
 from .export import export_generator
 from .inference import resolve_device
 from .methods import get_method
-from .methods.hpvaegan import ScaleState
+from .methods.base import ScaleState
 from .monitor import Monitor
 from .pyramid import format_table
 from .video import write_video
@@ -164,14 +164,11 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
                         mon.close()
                         return path
             bar.close()
-            _snapshot(model, mon, run_dir, st, n, cfg, data.source.fps, info.is_main)
+            _snapshot(method, model, mon, run_dir, st, n, cfg, data.source.fps, info.is_main)
             _checkpoint(run_dir, engines, n, iters, True, cfg)
 
-    model_args = dict(channels=cfg.model.channels, latent_channels=cfg.model.latent_channels,
-                      num_blocks=cfg.model.num_blocks, kernel=cfg.model.kernel, dims=method.dims,
-                      vae_scales=cfg.train.vae_scales)
     if info.is_main:
-        export_generator(run_dir / "generator.pt", method=method.name, model=model, model_args=model_args,
+        export_generator(run_dir / "generator.pt", method=method.name, model=model, model_args=method.model_args(),
                          shapes=shapes, config=to_dict(cfg), fps=data.source.fps)
         say(f"hpgen: done. Outputs in {run_dir}:\n"
             f"  generator   {run_dir / 'generator.pt'}   (hpgen sample {run_dir} --num 4 --out OUT)\n"
@@ -191,7 +188,7 @@ def _checkpoint(run_dir: Path, engines: dict, n: int, step: int, scale_done: boo
 
 
 @torch.no_grad()
-def _snapshot(model, mon: Monitor, run_dir: Path, st: ScaleState, n: int, cfg: Config, fps: float,
+def _snapshot(method, model, mon: Monitor, run_dir: Path, st: ScaleState, n: int, cfg: Config, fps: float,
               is_main: bool) -> None:
     """A fixed-seed sample at the end of each scale (its own generator, so the training RNG
     stream, and with it resume equivalence, is untouched)."""
@@ -200,7 +197,7 @@ def _snapshot(model, mon: Monitor, run_dir: Path, st: ScaleState, n: int, cfg: C
     was_training = {m: m.training for m in model.modules()}
     model.eval()
     g = torch.Generator(device=st.reals[0].device).manual_seed(cfg.train.seed + 12345)
-    fake = model.sample(st.shapes, batch=1, generator=g, stop=n)[0].float()
+    fake = method.sample(model, st.shapes, batch=1, generator=g, stop=n)[0].float()
     for m, t in was_training.items():
         m.train(t)
     rate_fps = fps / st.shapes[n].rate

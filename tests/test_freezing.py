@@ -6,7 +6,8 @@ import torch
 from hpgen import engine as eng
 from hpgen.config import load_config
 from hpgen.data import load_training_data
-from hpgen.methods.hpvaegan import HPVAEGANMethod, ScaleState
+from hpgen.methods.base import ScaleState
+from hpgen.methods.hpvaegan import HPVAEGANMethod
 
 from conftest import BUNDLED
 

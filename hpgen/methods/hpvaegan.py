@@ -11,26 +11,16 @@ once per scale. z_n is scaled by ``noise_amp`` x RMSE(that input, x^n), as in Si
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 from .. import losses
 from ..models import HPVAEGAN, PatchCritic
-from ..pyramid import ScaleShape, resize
+from ..pyramid import resize
+from .base import ScaleState
 
 Phase = tuple[str, Callable[[], tuple[torch.Tensor, dict]]]
-
-
-@dataclass
-class ScaleState:
-    """What one scale's phases read: the pyramid, the per-scale reals (B, C, T, H, W) and
-    tensors cached for the scale or the iteration."""
-    n: int
-    shapes: list[ScaleShape]
-    reals: list[torch.Tensor]
-    cache: dict = field(default_factory=dict)
 
 
 class HPVAEGANMethod:
@@ -48,6 +38,22 @@ class HPVAEGANMethod:
     def build_critic(self) -> PatchCritic:
         m = self.cfg.model
         return PatchCritic(3, m.channels, m.num_blocks, m.kernel, self.dims)
+
+    def model_args(self) -> dict:
+        m = self.cfg.model
+        return dict(channels=m.channels, latent_channels=m.latent_channels, num_blocks=m.num_blocks,
+                    kernel=m.kernel, dims=self.dims, vae_scales=self.tr.vae_scales)
+
+    @classmethod
+    def model_from_args(cls, args: dict, num_scales: int) -> HPVAEGAN:
+        model = HPVAEGAN(**args)
+        for _ in range(num_scales - 1):
+            model.grow()
+        return model
+
+    @staticmethod
+    def sample(model: HPVAEGAN, shapes, batch: int = 1, generator=None, stop=None) -> torch.Tensor:
+        return model.sample(shapes, batch=batch, generator=generator, stop=stop)
 
     def uses_critic(self, model: HPVAEGAN, n: int) -> bool:
         return model.is_gan_scale(n)
