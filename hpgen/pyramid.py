@@ -77,10 +77,13 @@ def scale_sizes(input_hw: tuple[int, int], num_scales: int, min_size: int, max_s
 
 
 def pyramid_shapes(input_hw: tuple[int, int], *, num_scales: int, min_size: int, max_size: int,
-                   factor: float, rates: Sequence[int], image: bool = False) -> list[ScaleShape]:
+                   factor: float, rates: Sequence[int], image: bool = False,
+                   frames: int = 0) -> list[ScaleShape]:
     sizes = scale_sizes(input_hw, num_scales, min_size, max_size, factor)
     if image:
         return [ScaleShape(1, h, w, 1) for h, w in sizes]
+    if frames:  # SinGAN-GIF: the same full-rate frames at every scale (a spatial-only pyramid)
+        return [ScaleShape(frames, h, w, 1) for h, w in sizes]
     lcm = math.lcm(*rates)
     return [ScaleShape(lcm // r + 1, h, w, r) for (h, w), r in zip(sizes, scale_rates(rates, num_scales))]
 
@@ -89,7 +92,7 @@ def shapes_from_config(pyr, input_hw: tuple[int, int]) -> list[ScaleShape]:
     """``pyr`` is a PyramidConfig (or anything with the same fields)."""
     return pyramid_shapes(input_hw, num_scales=pyr.num_scales, min_size=pyr.min_height,
                           max_size=pyr.max_height, factor=pyr.scale_factor, rates=pyr.rates,
-                          image=pyr.image)
+                          image=pyr.image, frames=getattr(pyr, "frames", 0))
 
 
 def rescale_shapes(shapes: Sequence[ScaleShape], frames: int | None = None,

@@ -51,8 +51,9 @@ class _StopFlag:
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> Path | None:
-    """Create the run directory, or find the checkpoint to resume from. Never overwrites a
-    finished run or a run with another config."""
+    """Check the run directory (every rank, read-only, so all reach the same verdict before
+    anything is written), then rank 0 creates it. Returns the checkpoint to resume from.
+    Never overwrites a finished run, a run with another config, or a foreign directory."""
     ckpt_root = run_dir / "checkpoints"
     stored = run_dir / "config.toml"
     latest = eng.latest_checkpoint(ckpt_root)
@@ -70,9 +71,12 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
             pass  # started but never checkpointed: start again in place
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise HpgenError(f"{run_dir} exists and is not an hpgen run directory; choose another --out")
+    eng.barrier()  # every rank has checked before rank 0 writes config.toml
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        stored.write_text(dump_toml(cfg))
+        tmp = run_dir / ".config.toml.tmp"
+        tmp.write_text(dump_toml(cfg))
+        tmp.replace(stored)
     return latest if resume else None
 
 
@@ -88,10 +92,21 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True) -> Path:
     device = resolve_device(cfg.train.device)
-    info = eng.setup_distributed(device)
-    dev = torch.device(f"cuda:{info.local_rank}" if device == "cuda" else device)
+    info = eng.setup_distributed(device, cfg.dist.timeout_s)
+    dev = eng.device_for(device, info)
     run_dir = Path(run_dir)
-    data = load_training_data(cfg)
+    if cfg.dist.pipeline_stages != 1:
+        raise HpgenError("dist.pipeline_stages > 1 is not implemented yet; scale out with data parallelism "
+                         "over clips (every rank is a data-parallel replica)")
+    dp_rank, dp_size = info.rank, info.world_size
+    from .data import plan
+
+    _, _, starts = plan(cfg)
+    if len(starts) % dp_size:
+        raise HpgenError(f"the input gives {len(starts)} clip(s), which cannot be split evenly over "
+                         f"{dp_size} data-parallel ranks; set data.max_clips to a multiple of {dp_size}")
+    per_rank = len(starts) // dp_size
+    data = load_training_data(cfg, list(range(dp_rank * per_rank, (dp_rank + 1) * per_rank)))
     ckpt = prepare_run_dir(run_dir, cfg, resume, info.is_main)
     eng.barrier()
     method = get_method(cfg.train.method)(cfg)
@@ -100,14 +115,17 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
     say = print if info.is_main else (lambda *a, **k: None)
     for note in data.notes:
         say(f"note: {note}")
-    say(f"hpgen: training {cfg.train.method} on {data.source.path} ({len(data.starts)} clip(s)), "
+    say(f"hpgen: training {cfg.train.method} on {data.source.path} ({len(starts)} clip(s)), "
         f"{num_scales} scales on {device} x{info.world_size}; run directory {run_dir}")
     if info.is_main:
         for n, real in enumerate(data.reals):
             write_video(run_dir / "reals" / f"scale_{n:02d}.mp4", real[0], fps=data.source.fps / shapes[n].rate)
 
-    eng.seed_everything(cfg.train.seed + info.rank)
+    # Every rank uses the same seed: noise is drawn for the global batch and sliced
+    # (ScaleState.randn), which keeps the ranks' RNG streams identical.
+    eng.seed_everything(cfg.train.seed)
     model = method.build_model().to(dev)
+    precision = cfg.dist.precision
     critic = None
     start_scale, start_step, start_done = 0, 0, False
     if ckpt is not None:
@@ -120,12 +138,16 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
     with stop:
         for n in range(start_scale, num_scales):
             critic = method.grow(model, critic, n)
-            if critic is not None:
-                critic.to(dev)
+            nets = [model] + ([critic.to(dev)] if critic is not None else [])
+            for net in nets:
+                if dp_size > 1:
+                    eng.sync_batchnorm(net)
+                thr = cfg.dist.checkpoint_min_voxels
+                eng.set_activation_checkpointing(net, bool(thr) and shapes[n].voxels >= thr)
             groups = method.param_groups(model, critic, n)
-            engines = {"g": eng.build_engine(model, groups["g"], precision="fp32", betas=cfg.train.betas)}
-            if "d" in groups:
-                engines["d"] = eng.build_engine(critic, groups["d"], precision="fp32", betas=cfg.train.betas)
+            engines = {name: eng.build_engine(critic if name == "d" else model, g, precision=precision,
+                                              zero_stage=cfg.dist.zero_stage, betas=cfg.train.betas)
+                       for name, g in groups.items()}
             step0, done = 0, False
             if ckpt is not None and n == start_scale:
                 eng.load_checkpoint(ckpt, engines)
@@ -133,7 +155,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
             if done:
                 continue
             dtype = eng.param_dtype(model)
-            st = ScaleState(n, shapes, [r.to(dtype) for r in reals])
+            st = ScaleState(n, shapes, [r.to(dtype) for r in reals], dp_rank=dp_rank, dp_size=dp_size,
+                            all_mean=eng.all_mean_tensor)
             method.begin_scale(model, st)
             bar = tqdm(range(step0, iters), initial=step0, total=iters, desc=f"scale {n}/{num_scales - 1}",
                        disable=not (progress and info.is_main), dynamic_ncols=True, file=sys.stdout)
@@ -154,12 +177,13 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
                     mon.scalars(n * iters + done_steps, {**last, "voxels_per_s": vox / max(1e-9, time.time() - t0)},
                                 scale=n)
                     t0 = time.time()
-                if stop.raised or (cfg.train.checkpoint_every and done_steps % cfg.train.checkpoint_every == 0
-                                   and done_steps < iters):
+                stopping = eng.any_rank(stop.raised is not None)
+                if stopping or (cfg.train.checkpoint_every and done_steps % cfg.train.checkpoint_every == 0
+                                and done_steps < iters):
                     path = _checkpoint(run_dir, engines, n, done_steps, False, cfg)
-                    if stop.raised:
+                    if stopping:
                         bar.close()
-                        say(f"hpgen: {stop.raised} received; checkpoint saved at {path}. "
+                        say(f"hpgen: {stop.raised or 'stop request from another rank'} received; checkpoint saved at {path}. "
                             f"Run the same command again to resume.")
                         mon.close()
                         return path
@@ -197,14 +221,31 @@ def _snapshot(method, model, mon: Monitor, run_dir: Path, st: ScaleState, n: int
     was_training = {m: m.training for m in model.modules()}
     model.eval()
     g = torch.Generator(device=st.reals[0].device).manual_seed(cfg.train.seed + 12345)
-    fake = method.sample(model, st.shapes, batch=1, generator=g, stop=n)[0].float()
+    count = max(1, cfg.train.eval_samples)
+    fakes = [method.sample(model, st.shapes, batch=1, generator=g, stop=n)[0].float() for _ in range(count)]
+    fake = fakes[0]
     for m, t in was_training.items():
         m.train(t)
+    if cfg.train.eval_metrics:
+        _scale_metrics(run_dir, mon, st, n, cfg, fakes)
     rate_fps = fps / st.shapes[n].rate
     write_video(run_dir / "samples" / f"scale_{n:02d}.mp4", fake, fps=rate_fps)
     write_video(run_dir / "samples" / f"scale_{n:02d}.png", fake, max_strip_frames=13)
     mon.video(f"fake/scale_{n:02d}", fake, n)
     mon.video(f"real/scale_{n:02d}", st.reals[n][0].float(), n)
+
+
+def _scale_metrics(run_dir: Path, mon: Monitor, st: ScaleState, n: int, cfg: Config, fakes) -> None:
+    """The papers' metrics on the fixed samples; a missing weights package costs a warning,
+    never the run."""
+    from .metrics.hook import evaluate_samples, log_metrics
+
+    try:
+        values = evaluate_samples(st.reals[n][0].float(), fakes, cfg.train.eval_metrics, st.reals[n].device)
+    except HpgenError as e:
+        print(f"hpgen: warning: scale {n} metrics skipped: {e}")
+        return
+    log_metrics(run_dir, mon.writer, scale=n, step=(n + 1) * cfg.train.iters_per_scale, values=values)
 
 
 def dry_run(cfg: Config) -> str:

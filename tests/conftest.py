@@ -39,11 +39,21 @@ def balloons_frames() -> Path:
     return shared_clip("airballoons_256x144")
 
 
+DIST_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
+def clean_env(**extra) -> dict:
+    """os.environ without the process-group variables an in-process test may have set, so a
+    subprocess starts its own group instead of joining (or colliding with) ours."""
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    env.update(extra)
+    return env
+
+
 def run_hpgen(*args: str, cwd: Path = REPO, timeout: int = 900, env: dict | None = None,
               check: bool = False) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess (the way a user does)."""
-    e = dict(os.environ)
-    e.update(env or {})
+    e = clean_env(**(env or {}))
     e.setdefault("PYTHONUNBUFFERED", "1")
     proc = subprocess.run([sys.executable, "-m", "hpgen", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=e)

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from conftest import BUNDLED, REPO
+from conftest import BUNDLED, REPO, clean_env
 
 ITERS = 40
 TINY = [f'data.video="{BUNDLED}"', "data.max_clips=1", "pyramid.num_scales=3", "pyramid.min_height=12",
@@ -27,7 +27,7 @@ def _cmd(run_dir):
 
 
 def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return clean_env(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
 def _latest(run_dir):

@@ -5,8 +5,9 @@ phases of one iteration as (engine name, loss closure) pairs; hpgen/trainer.py r
 them, so no method owns a training loop.
 """
 from .hpvaegan import HPVAEGANMethod
+from .singan import SinGANMethod
 
-METHODS = {"hpvaegan": HPVAEGANMethod}
+METHODS = {"hpvaegan": HPVAEGANMethod, "singan": SinGANMethod}
 
 
 def get_method(name: str):

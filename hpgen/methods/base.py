@@ -21,17 +21,49 @@ engines[name].step(). One scalar, one backward, one step per engine and phase.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
 from ..pyramid import ScaleShape
 
 
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
 @dataclass
 class ScaleState:
-    """What one scale's phases read: the pyramid, the per-scale reals (B, C, T, H, W) and
-    tensors cached for the scale or the iteration."""
+    """What one scale's phases read: the pyramid, this rank's per-scale reals (B, C, T, H, W)
+    and tensors cached for the scale or the iteration.
+
+    Data parallelism is explicit here so that a D-rank run equals a one-rank run on the
+    same clips: ``randn`` draws noise for the *global* batch with the RNG every rank shares
+    and keeps this rank's slice, ``sum_scale`` turns per-rank sums over clips into the
+    global sum after DeepSpeed's gradient averaging, and ``all_mean`` averages a statistic
+    over ranks.
+    """
     n: int
     shapes: list[ScaleShape]
     reals: list[torch.Tensor]
     cache: dict = field(default_factory=dict)
+    dp_rank: int = 0
+    dp_size: int = 1
+    all_mean: Callable[[torch.Tensor], torch.Tensor] = _identity
+
+    @property
+    def sum_scale(self) -> float:
+        return float(self.dp_size)
+
+    def randn(self, local_shape, device=None, dtype=None) -> torch.Tensor:
+        b = local_shape[0]
+        device = device if device is not None else self.reals[0].device
+        full = torch.randn((b * self.dp_size, *local_shape[1:]), device=device)
+        out = full[self.dp_rank * b:(self.dp_rank + 1) * b]
+        return out.to(dtype) if dtype is not None else out
+
+    def rand(self, local_shape, device=None) -> torch.Tensor:
+        b = local_shape[0]
+        device = device if device is not None else self.reals[0].device
+        full = torch.rand((b * self.dp_size, *local_shape[1:]), device=device)
+        return full[self.dp_rank * b:(self.dp_rank + 1) * b]

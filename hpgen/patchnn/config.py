@@ -27,12 +27,12 @@ class PatchNNConfig:
     em_iters_max_voxels: int = _f(0, "levels with more output voxels than this use one EM iteration (0: no limit)")
     sharp_keys_after_first: bool = _f(True, "after the first EM iteration of a level, compare against the sharp level itself (K=V), as the output is no longer blurred")
     voting: str = _f("median", "how overlapping patches are folded into pixels: median or mean")
-    noise_std: float = _f(0.75, "std of the noise added to the coarsest initial guess (video values lie in [-1, 1])")
+    noise_std: float = _f(2.0, "std of the noise added to the coarsest initial guess (video values lie in [-1, 1]; below ~1.5 the output mostly reproduces the input, the reference code uses 5)")
     frames_ratio: float = _f(0.75, "output frames / input frames when --frames is not given (<1 adds temporal diversity)")
-    pm_iters: int = _f(6, "PatchMatch iterations from a random field (default of patchmatch())")
+    pm_iters: int = _f(20, "PatchMatch iterations from a random field (default of patchmatch())")
     pm_iters_warm: int = _f(2, "PatchMatch iterations when the field is warm-started (previous EM step or level)")
     pm_steps: list = _f([4, 2, 1], "propagation jump lengths, cycled over iterations (jump flooding spreads good matches fast)")
-    pm_random: int = _f(2, "random-search samples per position and iteration (radius halves each sample)")
+    pm_random: int = _f(3, "random-search samples per position and iteration (radius halves each sample)")
     exact_max_pairs: float = _f(2.0e7, "use exact search instead of PatchMatch when query x key patch pairs are at most this")
     chunk: int = _f(0, "positions per chunk of patch distances (0: 8192 on CPU, 262144 on CUDA)")
     sample_seed: int = _f(0, "seed of sample 0; sample i uses sample_seed + i")
@@ -42,7 +42,7 @@ class PatchNNConfig:
 class AnalogyConfig:
     clusters: int = _f(4, "k-means bins of the dynamic structure (flow magnitude, or sketch intensity)")
     dyn_weight: float = _f(2.0, "weight of the dynamic-structure channel against the RGB channels in patch distances")
-    flow: str = _f("farneback", "flow source: farneback (OpenCV) or a folder/file of .npy/.flo flows per video (see docs)")
+    flow: str = _f("farneback", "flow method when no precomputed flow (e.g. RAFT .npy/.flo, --content-flow/--style-flow) is given: farneback (OpenCV)")
 
 
 @dataclass
@@ -79,6 +79,8 @@ def validate_patchnn(cfg: PatchNNConfig) -> PatchNNConfig:
 
 def validate(cfg: VGPNNConfig) -> VGPNNConfig:
     validate_patchnn(cfg.patchnn)
+    if cfg.analogy.flow.lower() != "farneback":
+        raise HpgenError("analogy.flow must be 'farneback'; give precomputed flow files with --content-flow/--style-flow")
     if cfg.analogy.clusters < 2:
         raise HpgenError("analogy.clusters must be >= 2")
     return cfg

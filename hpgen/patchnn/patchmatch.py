@@ -56,8 +56,8 @@ def _masked(d: torch.Tensor, k: PatchGrid, cand: torch.Tensor, k_valid: torch.Te
 
 
 @torch.no_grad()
-def patchmatch(q: PatchGrid, k: PatchGrid, *, iters: int = 6, init: torch.Tensor | None = None,
-               k_valid: torch.Tensor | None = None, steps: Sequence[int] = (4, 2, 1), n_random: int = 2,
+def patchmatch(q: PatchGrid, k: PatchGrid, *, iters: int = 20, init: torch.Tensor | None = None,
+               k_valid: torch.Tensor | None = None, steps: Sequence[int] = (4, 2, 1), n_random: int = 3,
                chunk: int = 0, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Approximate nearest key patch for every query patch.
 
@@ -110,10 +110,12 @@ def patchmatch(q: PatchGrid, k: PatchGrid, *, iters: int = 6, init: torch.Tensor
                 cand = torch.where(ok.unsqueeze(0), cand, cur)
                 cands.append(k.clamp(cand))
             for r in radii:
-                off = torch.randint(-r, r + 1, (3, e - s), device=device, generator=generator)
-                # keep the window inside the key even where its extent along a dim is < r
-                off = torch.minimum(off, kv - 1)
-                cands.append(k.clamp(cur + off))
+                # Uniform over the window of radius r around the current match, cut to the
+                # key (sampling then clamping would pile candidates up on the borders).
+                lo = (cur - r).clamp_(min=0)
+                hi = torch.minimum(cur + r, kv - 1)
+                u = torch.rand((3, e - s), device=device, generator=generator)
+                cands.append(lo + (u * (hi - lo + 1).to(u.dtype)).long().minimum(hi - lo))
             for cand in cands:
                 cd = _masked(sq_dist(qp, k.gather(cand)), k, cand, k_valid)
                 better = cd < curd
