@@ -34,6 +34,10 @@ class DataConfig:
     start_frame: int = _f(0, "first frame of the input to use")
     max_frames: int = _f(0, "use at most this many input frames (0: all); a long input becomes several clips")
     max_clips: int = _f(0, "train on at most this many LCM(rates)+1-frame clips (0: all that fit)")
+    clips_per_step: int = _f(0, "0: every clip in every step (the paper's summed loss, clips decoded once and kept); "
+                                "k>0: stream k clips per rank per step, decoded on the fly at each scale's size "
+                                "(for long or large inputs that must never be decoded whole)")
+    workers: int = _f(2, "DataLoader worker processes that decode streamed clips (0: decode in the trainer)")
 
 
 @dataclass

@@ -59,3 +59,148 @@ def load_training_data(cfg, clip_ids: list[int] | None = None) -> TrainingData:
     clips = [to_tensor(source.read(range(s, s + span), size=(fin.height, fin.width))) for s in chosen]
     reals = build_reals(torch.stack(clips), shapes)
     return TrainingData(source, shapes, chosen, reals, notes)
+
+
+# ---------------------------------------------------------------------------
+# streaming: long inputs are never decoded whole
+
+class ClipStream(torch.utils.data.Dataset):
+    """Clip i -> {scale: (3, T_n, H_n, W_n)} for the scales asked for, each decoded straight at
+    its size (decord resizes while decoding) and at its own frame rate, so a clip costs only
+    the frames and pixels that the phase reads. Picklable: readers open lazily per worker."""
+
+    def __init__(self, source: VideoSource, shapes: list[ScaleShape], starts: list[int], scales: list[int]):
+        self.source, self.shapes, self.starts, self.scales = source, shapes, starts, sorted(set(scales))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> dict[int, torch.Tensor]:
+        from .pyramid import temporal_indices
+
+        out = {}
+        for n in self.scales:
+            s = self.shapes[n]
+            idx = temporal_indices(self.starts[i], s) if s.frames > 1 else [self.starts[i]]
+            out[n] = to_tensor(self.source.read(idx, size=(s.height, s.width)))
+        return out
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """The clip indices of each step, for this rank: a fresh permutation of all clips per
+    epoch (seeded by seed, scale and epoch), cut into global batches of
+    ``per_rank * dp_size`` and sliced by rank. Determined by the step number alone, so a
+    resumed run sees exactly the batches the uninterrupted one would have."""
+
+    def __init__(self, num_clips: int, per_rank: int, dp_rank: int, dp_size: int, seed: int, scale: int,
+                 first_step: int, steps: int):
+        self.n, self.k, self.r, self.d = num_clips, per_rank, dp_rank, dp_size
+        self.seed, self.scale, self.first, self.steps = seed, scale, first_step, steps
+
+    def batch(self, step: int) -> list[int]:
+        g = self.k * self.d
+        out = []
+        for j in range(step * g + self.r * self.k, step * g + (self.r + 1) * self.k):
+            epoch, pos = divmod(j, self.n)
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(
+                (self.seed * 1_000_003 + self.scale) * 1_000_003 + epoch))
+            out.append(int(perm[pos]))
+        return out
+
+    def __iter__(self):
+        for step in range(self.first, self.steps):
+            yield self.batch(step)
+
+    def __len__(self) -> int:
+        return self.steps - self.first
+
+
+def _worker_init(_worker_id: int) -> None:
+    """Release decord readers before the worker's interpreter tears down: decord's reader
+    destructor can crash during finalisation, which DataLoader reports as a segfault."""
+    import atexit
+    import gc
+
+    info = torch.utils.data.get_worker_info()
+
+    def release():
+        info.dataset.source.close()
+        gc.collect()
+
+    atexit.register(release)
+
+
+def collate_scales(items: list[dict[int, torch.Tensor]]) -> dict[int, torch.Tensor]:
+    return {n: torch.stack([it[n] for it in items]) for n in items[0]}
+
+
+def stream_loader(cfg, source: VideoSource, shapes, starts, scales, *, dp_rank: int, dp_size: int, scale: int,
+                  first_step: int, steps: int):
+    """DataLoader over this rank's batches of scale ``scale`` from ``first_step`` on."""
+    sampler = StepBatches(len(starts), cfg.data.clips_per_step, dp_rank, dp_size, cfg.train.seed, scale,
+                          first_step, steps)
+    workers = cfg.data.workers
+    return torch.utils.data.DataLoader(ClipStream(source, shapes, starts, scales), batch_sampler=sampler,
+                                       num_workers=workers, collate_fn=collate_scales,
+                                       worker_init_fn=_worker_init if workers else None,
+                                       prefetch_factor=2 if workers else None,
+                                       multiprocessing_context="spawn" if workers else None)
+
+
+# ---------------------------------------------------------------------------
+# what the trainer iterates: one list of per-scale reals per step
+
+class ResidentFeed:
+    """Every local clip in every step (the paper's summed loss): decoded once, kept."""
+
+    streaming = False
+
+    def __init__(self, cfg, dp_rank: int, dp_size: int):
+        _, _, starts = plan(cfg)
+        if len(starts) % dp_size:
+            raise HpgenError(f"the input gives {len(starts)} clip(s), which cannot be split evenly over "
+                             f"{dp_size} data-parallel ranks; set data.max_clips to a multiple of {dp_size}")
+        k = len(starts) // dp_size
+        self.data = load_training_data(cfg, list(range(dp_rank * k, (dp_rank + 1) * k)))
+        self.source, self.shapes, self.num_clips = self.data.source, self.data.shapes, len(starts)
+        self.notes = self.data.notes
+
+    def preview(self) -> list[torch.Tensor]:
+        return [r[0] for r in self.data.reals]
+
+    def batches(self, n: int, first_step: int, steps: int, device):
+        reals = [r.to(device) for r in self.data.reals]
+        for _ in range(first_step, steps):
+            yield reals
+
+
+class StreamFeed:
+    """``clips_per_step`` clips per rank per step, decoded by DataLoader workers at the sizes
+    of the scales a phase reads (0 and n); the rest of the pyramid stays None."""
+
+    streaming = True
+
+    def __init__(self, cfg, dp_rank: int, dp_size: int):
+        self.cfg, self.dp_rank, self.dp_size = cfg, dp_rank, dp_size
+        self.source, self.shapes, self.starts = plan(cfg)
+        self.num_clips = len(self.starts)
+        need = cfg.data.clips_per_step * dp_size
+        if need > self.num_clips:
+            raise HpgenError(f"data.clips_per_step={cfg.data.clips_per_step} x {dp_size} rank(s) needs {need} clips "
+                             f"but the input gives {self.num_clips}")
+        self.notes = [f"{self.source.path} is grayscale; its channel is replicated to RGB"] \
+            if self.source.info.grayscale else []
+
+    def preview(self) -> list[torch.Tensor]:
+        clip = ClipStream(self.source, self.shapes, self.starts[:1], list(range(len(self.shapes))))[0]
+        return [clip[n] for n in range(len(self.shapes))]
+
+    def batches(self, n: int, first_step: int, steps: int, device):
+        loader = stream_loader(self.cfg, self.source, self.shapes, self.starts, [0, n], dp_rank=self.dp_rank,
+                               dp_size=self.dp_size, scale=n, first_step=first_step, steps=steps)
+        for batch in loader:
+            yield [batch[k].to(device) if k in batch else None for k in range(len(self.shapes))]
+
+
+def make_feed(cfg, dp_rank: int = 0, dp_size: int = 1):
+    return StreamFeed(cfg, dp_rank, dp_size) if cfg.data.clips_per_step > 0 else ResidentFeed(cfg, dp_rank, dp_size)

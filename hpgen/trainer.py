@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from . import engine as eng
 from .config import Config, config_from_dict, dump_toml, to_dict
-from .data import load_training_data
+from .data import make_feed
 from .errors import HpgenError
 from .export import export_generator
 from .inference import resolve_device
@@ -99,27 +99,21 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
         raise HpgenError("dist.pipeline_stages > 1 is not implemented yet; scale out with data parallelism "
                          "over clips (every rank is a data-parallel replica)")
     dp_rank, dp_size = info.rank, info.world_size
-    from .data import plan
-
-    _, _, starts = plan(cfg)
-    if len(starts) % dp_size:
-        raise HpgenError(f"the input gives {len(starts)} clip(s), which cannot be split evenly over "
-                         f"{dp_size} data-parallel ranks; set data.max_clips to a multiple of {dp_size}")
-    per_rank = len(starts) // dp_size
-    data = load_training_data(cfg, list(range(dp_rank * per_rank, (dp_rank + 1) * per_rank)))
+    feed = make_feed(cfg, dp_rank, dp_size)
     ckpt = prepare_run_dir(run_dir, cfg, resume, info.is_main)
     eng.barrier()
     method = get_method(cfg.train.method)(cfg)
-    shapes, num_scales, iters = data.shapes, cfg.pyramid.num_scales, cfg.train.iters_per_scale
+    shapes, num_scales, iters = feed.shapes, cfg.pyramid.num_scales, cfg.train.iters_per_scale
     mon = Monitor(run_dir, enabled=info.is_main)
     say = print if info.is_main else (lambda *a, **k: None)
-    for note in data.notes:
+    for note in feed.notes:
         say(f"note: {note}")
-    say(f"hpgen: training {cfg.train.method} on {data.source.path} ({len(starts)} clip(s)), "
+    mode = f"streaming {cfg.data.clips_per_step} per rank per step" if feed.streaming else "all every step"
+    say(f"hpgen: training {cfg.train.method} on {feed.source.path} ({feed.num_clips} clip(s), {mode}), "
         f"{num_scales} scales on {device} x{info.world_size}; run directory {run_dir}")
     if info.is_main:
-        for n, real in enumerate(data.reals):
-            write_video(run_dir / "reals" / f"scale_{n:02d}.mp4", real[0], fps=data.source.fps / shapes[n].rate)
+        for n, real in enumerate(feed.preview()):
+            write_video(run_dir / "reals" / f"scale_{n:02d}.mp4", real, fps=feed.source.fps / shapes[n].rate)
 
     # Every rank uses the same seed: noise is drawn for the global batch and sliced
     # (ScaleState.randn), which keeps the ranks' RNG streams identical.
@@ -133,7 +127,6 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
         start_scale, start_step, start_done = meta["scale"], meta["step"], meta["scale_done"]
         say(f"hpgen: resuming from {ckpt} (scale {start_scale}, step {start_step})")
 
-    reals = [r.to(dev) for r in data.reals]
     stop = _StopFlag()
     with stop:
         for n in range(start_scale, num_scales):
@@ -155,20 +148,19 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
             if done:
                 continue
             dtype = eng.param_dtype(model)
-            st = ScaleState(n, shapes, [r.to(dtype) for r in reals], dp_rank=dp_rank, dp_size=dp_size,
+            cast = lambda reals: [None if r is None else r.to(dtype) for r in reals]  # noqa: E731
+            batches = feed.batches(n, step0, iters, dev)
+            st = ScaleState(n, shapes, cast(next(batches)), dp_rank=dp_rank, dp_size=dp_size,
                             all_mean=eng.all_mean_tensor)
             method.begin_scale(model, st)
             bar = tqdm(range(step0, iters), initial=step0, total=iters, desc=f"scale {n}/{num_scales - 1}",
                        disable=not (progress and info.is_main), dynamic_ncols=True, file=sys.stdout)
             t0, last = time.time(), {}
             for step in bar:
-                method.begin_iteration(model, st)
-                stats = {}
-                for name, phase in method.phases(model, critic, st):
-                    loss, s = phase()
-                    engines[name].backward(loss)
-                    engines[name].step()
-                    stats.update(s)
+                if step > step0 and feed.streaming:
+                    st.reals = cast(next(batches))
+                    st.cache.clear()  # per-batch tensors (the reconstruction input) are stale
+                stats = run_iteration(method, model, critic, st, engines)
                 done_steps = step + 1
                 if done_steps % cfg.train.log_every == 0 or done_steps == iters:
                     last = eng.all_reduce_mean({k: float(v) for k, v in stats.items()})
@@ -188,12 +180,12 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
                         mon.close()
                         return path
             bar.close()
-            _snapshot(method, model, mon, run_dir, st, n, cfg, data.source.fps, info.is_main)
+            _snapshot(method, model, mon, run_dir, st, n, cfg, feed.source.fps, info.is_main)
             _checkpoint(run_dir, engines, n, iters, True, cfg)
 
     if info.is_main:
         export_generator(run_dir / "generator.pt", method=method.name, model=model, model_args=method.model_args(),
-                         shapes=shapes, config=to_dict(cfg), fps=data.source.fps)
+                         shapes=shapes, config=to_dict(cfg), fps=feed.source.fps)
         say(f"hpgen: done. Outputs in {run_dir}:\n"
             f"  generator   {run_dir / 'generator.pt'}   (hpgen sample {run_dir} --num 4 --out OUT)\n"
             f"  samples     {run_dir / 'samples'}  (one per scale)\n"
@@ -203,6 +195,19 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
     mon.close()
     eng.barrier()
     return run_dir / "generator.pt"
+
+
+def run_iteration(method, model, critic, st: ScaleState, engines: dict) -> dict:
+    """One training iteration: the method's phases, each one scalar, one backward and one
+    optimiser step on its engine. Returns the phases' statistics (tensors)."""
+    method.begin_iteration(model, st)
+    stats = {}
+    for name, phase in method.phases(model, critic, st):
+        loss, s = phase()
+        engines[name].backward(loss)
+        engines[name].step()
+        stats.update(s)
+    return stats
 
 
 def _checkpoint(run_dir: Path, engines: dict, n: int, step: int, scale_done: bool, cfg: Config) -> Path:

@@ -161,6 +161,10 @@ class VideoSource:
             self._readers[key] = self._open_decord(key)
         return self._readers[key]
 
+    def close(self) -> None:
+        """Drop this process's decoders (they reopen lazily on the next read)."""
+        self._readers = {}
+
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_readers"], state["_reader_pid"] = {}, None

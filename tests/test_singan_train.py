@@ -147,14 +147,12 @@ def test_gif_animate_a_still_moves_and_keeps_its_patches(gif_run):
     assert anim.shape == (3, 8, fin.height, fin.width)
     steps = (anim[:, 1:] - anim[:, :-1]).abs().mean(dim=(0, 2, 3))
     assert (steps > 0.005).all(), steps  # every frame differs from the one before: motion
-    # Close to the still's patches: each animated frame is nearer to them than the frames of
-    # free random samples of the same model are (the still's content is what gets animated).
-    with torch.no_grad():
-        free = method.sample(model, payload["shapes"], 1, torch.Generator().manual_seed(9))[0]
-    free_d = np.mean([nearest_patch_distance(free[:, k:k + 1], still, (1, 7, 7)) for k in range(free.shape[1])])
+    # Every frame is made of the still's patches: much nearer to them than noise of the
+    # still's colours is (an untrained stack is several times farther than that noise).
+    base = noise_baseline(still, (1, 7, 7))
     for k in range(8):
         d = nearest_patch_distance(anim[:, k:k + 1], still, (1, 7, 7))
-        assert d < 0.8 * free_d, (k, d, free_d)
+        assert d < 0.5 * base, (k, d, base)
     run_cli("apply", "paint", root / "run", "--input", path, "--frames", 4, "--out", root / "paint.mp4")
     assert read_video(root / "paint.mp4").shape == (4, fin.height, fin.width, 3)
 

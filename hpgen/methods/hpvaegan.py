@@ -91,14 +91,22 @@ class HPVAEGANMethod:
 
     # -- per scale / per iteration set-up -------------------------------------
     @torch.no_grad()
+    def _recon_input(self, model: HPVAEGAN, st: ScaleState) -> torch.Tensor:
+        """up(x^{n-1}) on the reconstruction path (encoder mean, no noise). The stack below
+        scale n is frozen, so it is cached until the clips change (streaming clears it)."""
+        if "recon_up" not in st.cache:
+            mu, _ = model.encode(st.reals[0])
+            prev = model.synthesize(mu, st.shapes, stop=st.n - 1, noise=False)
+            st.cache["recon_up"] = resize(prev, st.shapes[st.n].thw)
+        return st.cache["recon_up"]
+
+    @torch.no_grad()
     def begin_scale(self, model: HPVAEGAN, st: ScaleState) -> None:
-        if not model.is_gan_scale(st.n):
-            return
+        """Set z_n's amplitude once per scale (a resumed scale keeps the checkpointed one)."""
         n = st.n
-        mu, _ = model.encode(st.reals[0])
-        prev = model.synthesize(mu, st.shapes, stop=n - 1, noise=False)
-        up = resize(prev, st.shapes[n].thw)
-        st.cache["recon_up"] = up
+        if not model.is_gan_scale(n) or float(model.noise_amps[n]) != 0.0:
+            return
+        up = self._recon_input(model, st)
         mse = st.all_mean((up.float() - st.reals[n].float()).pow(2).mean())
         model.noise_amps[n] = self.tr.noise_amp * mse.sqrt()
 
@@ -106,6 +114,7 @@ class HPVAEGANMethod:
     def begin_iteration(self, model: HPVAEGAN, st: ScaleState) -> None:
         if not model.is_gan_scale(st.n):
             return
+        self._recon_input(model, st)
         batch = st.reals[st.n].shape[0]
         dtype = st.reals[st.n].dtype
         z = st.randn(model.latent_shape(batch, st.shapes[0]), dtype=dtype)
@@ -155,7 +164,7 @@ class HPVAEGANMethod:
             adv = losses.wgan_generator(critic, self._random_fake(model, st))
         finally:
             critic.requires_grad_(True)
-        up = st.cache["recon_up"]
+        up = self._recon_input(model, st)
         rec = losses.reconstruction(up + model.refine_upsampled(up, st.n), st.reals[st.n]) * st.sum_scale
         loss = self.tr.recon_weight * rec + self.tr.beta_adv * adv
         return loss, {"rec": rec.detach(), "adv": adv.detach(), "loss_g": loss.detach()}

@@ -12,8 +12,12 @@ class PatchCritic(nn.Module):
     def __init__(self, in_channels: int = 3, channels: int = 64, num_blocks: int = 5, kernel: int = 3,
                  dims: int = 3):
         super().__init__()
+        self.dims = dims
         self.body = conv_stack(in_channels, channels, 1, num_blocks, kernel,
                                norm="spectral", last_norm="none", last_act="none", dims=dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dims == 2 and x.dim() == 5:  # image mode: (B, C, 1, H, W) videos, 2D convolutions
+            b, c, t, h, w = x.shape
+            return self.body(x.transpose(1, 2).reshape(b * t, c, h, w)).reshape(b, t, -1, h, w).transpose(1, 2)
         return self.body(x)

@@ -1,0 +1,280 @@
+"""Training-iteration benchmark: time and peak memory of one iteration per scale.
+
+    python bench/bench_train.py                                   # paper preset, every scale, this device
+    python bench/bench_train.py --scales finest --precision fp32,bf16 --checkpointing off,on
+    python bench/bench_train.py --scales finest --height 1080 --frames 32 --synthetic
+    python bench/bench_train.py --fit                              # GPU: largest finest scale that fits
+
+It runs exactly the trainer's iteration (``hpgen.trainer.run_iteration``: the method's
+phases on DeepSpeed engines) on the scale's networks, after ``--warmup`` untimed
+iterations. Peak memory is the CUDA allocator's peak on a GPU and the sampled resident
+set size above the pre-scale baseline on a CPU. Achieved TFLOP/s comes from counting the
+iteration's FLOPs with ``torch.utils.flop_counter``. Scales whose predicted time exceeds
+``--max-seconds`` are not run; their time is *projected* from the measured scales in
+proportion to voxels and is marked so. Results go to JSON (``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from hpgen import engine as eng  # noqa: E402
+from hpgen.config import load_config  # noqa: E402
+from hpgen.inference import resolve_device  # noqa: E402
+from hpgen.methods import get_method  # noqa: E402
+from hpgen.methods.base import ScaleState  # noqa: E402
+from hpgen.pyramid import ScaleShape, rescale_shapes, shapes_from_config  # noqa: E402
+from hpgen.trainer import run_iteration  # noqa: E402
+
+
+class RssPeak:
+    """Peak resident set size of this process, sampled every 5 ms in a thread."""
+
+    def __init__(self):
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = self.base = self._rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def synthetic_reals(shapes, clips: int, device) -> list[torch.Tensor]:
+    """Smooth moving patterns in [-1, 1] at every scale (content does not change the cost)."""
+    out = []
+    for s in shapes:
+        t = torch.linspace(0, 1, s.frames, device=device).view(1, 1, -1, 1, 1)
+        h = torch.linspace(0, 6.28, s.height, device=device).view(1, 1, 1, -1, 1)
+        w = torch.linspace(0, 6.28, s.width, device=device).view(1, 1, 1, 1, -1)
+        phase = torch.arange(3, device=device).view(1, 3, 1, 1, 1).float()
+        v = torch.sin(3 * h + 2 * w + 4 * t + phase) * 0.8
+        out.append(v.expand(clips, 3, s.frames, s.height, s.width).contiguous())
+    return out
+
+
+def real_reals(cfg, device) -> tuple[list, list[torch.Tensor]]:
+    from hpgen.data import load_training_data
+
+    data = load_training_data(cfg)
+    return data.shapes, [r.to(device) for r in data.reals]
+
+
+def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpointing: bool, iters: int,
+                warmup: int, device, count_flops: bool) -> dict:
+    dev = torch.device(device)
+    model = method.build_model().to(dev)
+    critic = None
+    for k in range(n + 1):
+        critic = method.grow(model, critic, k)
+    if critic is not None:
+        critic.to(dev)
+    for net in [model] + ([critic] if critic is not None else []):
+        eng.set_activation_checkpointing(net, checkpointing)
+    groups = method.param_groups(model, critic, n)
+    engines = {name: eng.build_engine(critic if name == "d" else model, g, precision=precision,
+                                      zero_stage=cfg.dist.zero_stage, betas=cfg.train.betas)
+               for name, g in groups.items()}
+    dtype = eng.param_dtype(model)
+    st = ScaleState(n, list(shapes), [r.to(dtype) for r in reals])
+    method.begin_scale(model, st)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        run_iteration(method, model, critic, st, engines)
+    sync()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with RssPeak() as rss:
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            stats = run_iteration(method, model, critic, st, engines)
+        sync()
+        dt = (time.perf_counter() - t0) / iters
+    flops = None
+    if count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as fc:
+            run_iteration(method, model, critic, st, engines)
+        sync()
+        flops = fc.get_total_flops()
+    s = shapes[n]
+    out = {
+        "scale": n, "kind": "gan" if model.is_gan_scale(n) else "vae", "frames": s.frames, "height": s.height,
+        "width": s.width, "clips": reals[0].shape[0], "voxels_per_clip": s.voxels, "precision": precision,
+        "activation_checkpointing": checkpointing, "seconds_per_iter": dt, "measured": True,
+        "finite": all(torch.isfinite(v).all().item() for v in stats.values()),
+    }
+    if dev.type == "cuda":
+        out["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        out["peak_rss_above_baseline_gib"] = (rss.peak - rss.base) / 2**30
+        out["peak_rss_gib"] = rss.peak / 2**30
+    if flops is not None:
+        out["flops_per_iter"] = flops
+        out["tflops_per_s"] = flops / dt / 1e12
+    del engines, model, critic, st
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def fits(method, cfg, shapes, n, clips, device, precision, checkpointing) -> tuple[bool, str]:
+    try:
+        reals = synthetic_reals(shapes, clips, device)
+        r = bench_scale(method, cfg, shapes, reals, n, precision=precision, checkpointing=checkpointing, iters=1,
+                        warmup=0, device=device, count_flops=False)
+        return True, f"{r['seconds_per_iter']:.2f} s/iter, {r.get('peak_gpu_memory_gib', 0):.1f} GiB"
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return False, "out of memory"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(REPO / "configs/hpvaegan/paper.toml"))
+    ap.add_argument("--video", default=str(REPO / "hpgen/assets/bikes.mp4"))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--scales", default="all", help="all | finest | comma-separated scale indices")
+    ap.add_argument("--precision", default="fp32", help="comma-separated: fp32,bf16")
+    ap.add_argument("--checkpointing", default="off", help="comma-separated: off,on")
+    ap.add_argument("--iters", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--clips", type=int, default=1, help="clips per iteration (the multi-sample loss)")
+    ap.add_argument("--synthetic", action="store_true", help="synthetic video at --height/--frames instead of --video")
+    ap.add_argument("--height", type=int, help="finest frame height (width keeps the input's aspect ratio)")
+    ap.add_argument("--width", type=int)
+    ap.add_argument("--frames", type=int, help="finest frame count")
+    ap.add_argument("--max-seconds", type=float, default=120.0, help="skip (and project) scales predicted slower")
+    ap.add_argument("--flops", action="store_true", help="count FLOPs for achieved TFLOP/s (one more iteration)")
+    ap.add_argument("--fit", action="store_true", help="GPU: search the largest finest-scale size that fits")
+    ap.add_argument("--iters-per-scale", type=int, default=None,
+                    help="for the projected run time (default: the preset's train.iters_per_scale)")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args(argv)
+
+    device = resolve_device(args.device)
+    eng.setup_distributed(device)
+    cfg = load_config(args.config, [f'data.video="{args.video}"', f"data.max_clips={args.clips}", *args.overrides])
+    method = get_method(cfg.train.method)(cfg)
+    if args.synthetic or args.height or args.frames:
+        h = args.height or 256
+        w = args.width or round(h * 16 / 9)
+        base = shapes_from_config(cfg.pyramid, (h, w))
+        shapes = rescale_shapes(base, args.frames, h, w) if args.frames else base
+        reals = synthetic_reals(shapes, args.clips, device)
+        source = f"synthetic {h}x{w}"
+    else:
+        shapes, reals = real_reals(cfg, device)
+        source = args.video
+    n_all = list(range(len(shapes)))
+    scales = n_all if args.scales == "all" else [n_all[-1]] if args.scales == "finest" else \
+        [int(x) for x in args.scales.split(",")]
+    precisions = args.precision.split(",")
+    ckpts = [c == "on" for c in args.checkpointing.split(",")]
+
+    results = []
+    for n in scales:
+        for prec in precisions:
+            for ck in ckpts:
+                measured = [r for r in results if r["measured"] and r["precision"] == prec
+                            and r["activation_checkpointing"] == ck]
+                if measured:  # predict from the largest measured scale, linear in voxels
+                    ref = max(measured, key=lambda r: r["voxels_per_clip"])
+                    pred = ref["seconds_per_iter"] * shapes[n].voxels / ref["voxels_per_clip"]
+                    if pred > args.max_seconds:
+                        results.append({"scale": n, "precision": prec, "activation_checkpointing": ck,
+                                        "frames": shapes[n].frames, "height": shapes[n].height,
+                                        "width": shapes[n].width, "voxels_per_clip": shapes[n].voxels,
+                                        "seconds_per_iter": pred, "measured": False,
+                                        "projected_from_scale": ref["scale"]})
+                        print(f"scale {n} {prec} ckpt={ck}: projected {pred:.1f} s/iter (not run)", flush=True)
+                        continue
+                r = bench_scale(method, cfg, shapes, reals, n, precision=prec, checkpointing=ck, iters=args.iters,
+                                warmup=args.warmup, device=device, count_flops=args.flops)
+                results.append(r)
+                mem = r.get("peak_gpu_memory_gib", r.get("peak_rss_above_baseline_gib"))
+                extra = f", {r['tflops_per_s']:.1f} TFLOP/s" if "tflops_per_s" in r else ""
+                print(f"scale {n} ({r['frames']}x{r['height']}x{r['width']}) {prec} ckpt={ck}: "
+                      f"{r['seconds_per_iter']:.3f} s/iter, peak {mem:.2f} GiB{extra}", flush=True)
+
+    iters_per_scale = args.iters_per_scale or cfg.train.iters_per_scale
+    summary = {}
+    for prec in precisions:
+        for ck in ckpts:
+            rows = [r for r in results if r["precision"] == prec and r["activation_checkpointing"] == ck]
+            if scales == n_all and rows:
+                summary[f"{prec}_ckpt{'on' if ck else 'off'}_projected_run_hours"] = \
+                    sum(r["seconds_per_iter"] for r in rows) * iters_per_scale / 3600
+    # Ratios between configurations measured in this same run (CPU figures are reported so).
+    for n in scales:
+        by = {(r["precision"], r["activation_checkpointing"]): r for r in results if r["scale"] == n and r["measured"]}
+        base = by.get(("fp32", False))
+        if base is None:
+            continue
+        for key, r in by.items():
+            if key == ("fp32", False):
+                continue
+            tag = f"scale{n}_{key[0]}_ckpt{'on' if key[1] else 'off'}_vs_fp32"
+            summary[tag + "_time_ratio"] = r["seconds_per_iter"] / base["seconds_per_iter"]
+            mk = "peak_gpu_memory_gib" if "peak_gpu_memory_gib" in r else "peak_rss_above_baseline_gib"
+            if base.get(mk):
+                summary[tag + "_memory_ratio"] = r[mk] / base[mk]
+    fit = None
+    if args.fit:
+        if device != "cuda":
+            print("--fit needs a GPU; skipped", file=sys.stderr)
+        else:
+            fit = []
+            for h, t in [(256, 13), (512, 13), (720, 13), (1080, 13), (1080, 32), (1440, 32), (2160, 13)]:
+                base = shapes_from_config(cfg.pyramid, (h, round(h * 16 / 9)))
+                base = [ScaleShape(s.frames, s.height, s.width, s.rate) for s in base]
+                sh = rescale_shapes(base, t, h, round(h * 16 / 9))
+                for ck in (False, True):
+                    ok, note = fits(method, cfg, sh, len(sh) - 1, 1, device, "bf16", ck)
+                    fit.append({"height": h, "width": round(h * 16 / 9), "frames": t, "precision": "bf16",
+                                "activation_checkpointing": ck, "fits": ok, "note": note})
+                    print(f"fit {t}x{h}x{round(h * 16 / 9)} bf16 ckpt={ck}: {ok} ({note})", flush=True)
+    report = {
+        "benchmark": "train_iteration", "config": args.config, "source": source, "device": device,
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "iters": args.iters, "warmup": args.warmup,
+        "iters_per_scale": iters_per_scale, "results": results, "summary": summary, "fit": fit,
+    }
+    out = Path(args.out or REPO / "bench" / "results" / f"train_{device}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(summary, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
