@@ -21,15 +21,17 @@ def reconstruction(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """Eq. 3: sum_i KL[N(mu_i, sigma_i) || N(0, I)] per space-time position i.
+    """Eq. 3: KL[N(mu_i, sigma_i) || N(0, I)] of every latent element, averaged over the
+    latent channels and space-time positions of a clip and summed over clips.
 
-    Per position the KL of a diagonal Gaussian is summed over the latent channels; it is
-    then averaged over positions (like the reconstruction term is averaged over voxels,
-    so beta keeps its meaning at every resolution) and summed over clips.
+    Averaging over latent elements matches the reconstruction term (averaged over voxels
+    and colours), so beta is a ratio that does not change with the latent width or the
+    resolution; with it, beta = 0.1 is the paper's value. (Summing over the 128 latent
+    channels instead makes the KL 128x stronger and the posterior collapses to the prior.)
     """
     mu, logvar = mu.float(), logvar.float()
-    per_position = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
-    return per_position.flatten(1).mean(1).sum()
+    per_element = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+    return per_element.flatten(1).mean(1).sum()
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:

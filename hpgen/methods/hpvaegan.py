@@ -152,6 +152,7 @@ class HPVAEGANMethod:
         return loss, stats
 
     def critic_loss(self, model: HPVAEGAN, critic, st: ScaleState):
+        critic.requires_grad_(True)  # the generator phase froze it
         with torch.no_grad():
             fake = self._random_fake(model, st)
         eps = st.rand((fake.shape[0],))
@@ -159,11 +160,10 @@ class HPVAEGANMethod:
 
     def generator_loss(self, model: HPVAEGAN, critic, st: ScaleState):
         """Eq. 11: recon (Eq. 7, deterministic path) + beta_adv * adversarial (Eq. 10)."""
-        critic.requires_grad_(False)  # D gets no gradient from the generator phase
-        try:
-            adv = losses.wgan_generator(critic, self._random_fake(model, st))
-        finally:
-            critic.requires_grad_(True)
+        # D gets no gradient from this phase. It stays frozen through the backward too (the
+        # critic phase unfreezes it), so activation checkpointing recomputes the same graph.
+        critic.requires_grad_(False)
+        adv = losses.wgan_generator(critic, self._random_fake(model, st))
         up = self._recon_input(model, st)
         rec = losses.reconstruction(up + model.refine_upsampled(up, st.n), st.reals[st.n]) * st.sum_scale
         loss = self.tr.recon_weight * rec + self.tr.beta_adv * adv

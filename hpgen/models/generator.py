@@ -20,6 +20,14 @@ class ScaleGenerator(nn.Module):
         # to zero-mean/unit-variance before tanh and stop the residual from being small.
         self.body = conv_stack(in_channels, channels, out_channels, num_blocks, kernel,
                                norm="batch", last_norm="none", last_act="tanh", dims=dims)
+        # DCGAN/SinGAN initialisation, N(0, 0.02): a new residual generator then adds almost
+        # nothing, so a new scale starts as plain up-sampling of the one below instead of
+        # having to unlearn a large random residual first.
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
