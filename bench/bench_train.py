@@ -175,6 +175,32 @@ def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpoin
     return out
 
 
+def run_isolated(argv: list[str], n: int, precision: str, checkpointing: bool) -> dict:
+    """One configuration in a fresh process: its peak RSS is then its own (a process never
+    gives freed memory back to the OS, so sequential CPU measurements would mix)."""
+    import subprocess
+    import tempfile
+
+    drop = {"--scales", "--precision", "--checkpointing", "--out"}
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in drop:
+            skip = True
+            continue
+        if a == "--isolate" or any(a.startswith(d + "=") for d in drop):
+            continue
+        rest.append(a)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        subprocess.run([sys.executable, __file__, *rest, "--scales", str(n), "--precision", precision,
+                        "--checkpointing", "on" if checkpointing else "off", "--out", str(out)], check=True,
+                       stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())["results"][0]
+
+
 def fits(method, cfg, shapes, n, clips, device, precision, checkpointing) -> tuple[bool, str]:
     try:
         reals = synthetic_reals(shapes, clips, device)
@@ -206,6 +232,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fit", action="store_true", help="GPU: search the largest finest-scale size that fits")
     ap.add_argument("--iters-per-scale", type=int, default=None,
                     help="for the projected run time (default: the preset's train.iters_per_scale)")
+    ap.add_argument("--isolate", action="store_true",
+                    help="run each configuration in its own process (clean per-configuration peak RSS on CPU)")
     ap.add_argument("--out", default=None)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
@@ -247,8 +275,11 @@ def main(argv=None) -> int:
                                         "projected_from_scale": ref["scale"]})
                         print(f"scale {n} {prec} ckpt={ck}: projected {pred:.1f} s/iter (not run)", flush=True)
                         continue
-                r = bench_scale(method, cfg, shapes, reals, n, precision=prec, checkpointing=ck, iters=args.iters,
-                                warmup=args.warmup, device=device, count_flops=args.flops)
+                if args.isolate:
+                    r = run_isolated(argv if argv is not None else sys.argv[1:], n, prec, ck)
+                else:
+                    r = bench_scale(method, cfg, shapes, reals, n, precision=prec, checkpointing=ck,
+                                    iters=args.iters, warmup=args.warmup, device=device, count_flops=args.flops)
                 results.append(r)
                 mem = r.get("peak_gpu_memory_gib", r.get("peak_rss_above_baseline_gib"))
                 extra = f", {r['tflops_per_s']:.1f} TFLOP/s" if "tflops_per_s" in r else ""
