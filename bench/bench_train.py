@@ -121,6 +121,8 @@ def real_reals(cfg, device) -> tuple[list, list[torch.Tensor]]:
 def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpointing: bool, iters: int,
                 warmup: int, device, count_flops: bool) -> dict:
     dev = torch.device(device)
+    rss = RssPeak().__enter__()  # baseline before the scale's networks exist: they, their
+    # optimiser states and the activations all count
     model = method.build_model().to(dev)
     critic = None
     for k in range(n + 1):
@@ -142,12 +144,12 @@ def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpoin
     sync()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with RssPeak() as rss:
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            stats = run_iteration(method, model, critic, st, engines)
-        sync()
-        dt = (time.perf_counter() - t0) / iters
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        stats = run_iteration(method, model, critic, st, engines)
+    sync()
+    dt = (time.perf_counter() - t0) / iters
+    rss.__exit__(None, None, None)
     flops = None
     if count_flops:
         with ConvFlops() as fc:
@@ -195,9 +197,12 @@ def run_isolated(argv: list[str], n: int, precision: str, checkpointing: bool) -
         rest.append(a)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
+        # The child starts its own process group: drop the variables ours exported.
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
         subprocess.run([sys.executable, __file__, *rest, "--scales", str(n), "--precision", precision,
                         "--checkpointing", "on" if checkpointing else "off", "--out", str(out)], check=True,
-                       stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, env=env)
         return json.loads(out.read_text())["results"][0]
 
 
@@ -229,7 +234,9 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, help="finest frame count")
     ap.add_argument("--max-seconds", type=float, default=120.0, help="skip (and project) scales predicted slower")
     ap.add_argument("--flops", action="store_true", help="count FLOPs for achieved TFLOP/s (one more iteration)")
-    ap.add_argument("--fit", action="store_true", help="GPU: search the largest finest-scale size that fits")
+    ap.add_argument("--fit", action="store_true", help="GPU: try finest-scale sizes (--fit-sizes) and report which fit")
+    ap.add_argument("--fit-sizes", default="256x13,512x13,720x13,1080x13,1080x32",
+                    help="comma-separated HEIGHTxFRAMES (16:9 frames) for --fit")
     ap.add_argument("--iters-per-scale", type=int, default=None,
                     help="for the projected run time (default: the preset's train.iters_per_scale)")
     ap.add_argument("--isolate", action="store_true",
@@ -314,11 +321,11 @@ def main(argv=None) -> int:
             print("--fit needs a GPU; skipped", file=sys.stderr)
         else:
             fit = []
-            for h, t in [(256, 13), (512, 13), (720, 13), (1080, 13), (1080, 32), (1440, 32), (2160, 13)]:
+            for h, t in [tuple(int(v) for v in item.split("x")) for item in args.fit_sizes.split(",")]:
                 base = shapes_from_config(cfg.pyramid, (h, round(h * 16 / 9)))
                 base = [ScaleShape(s.frames, s.height, s.width, s.rate) for s in base]
                 sh = rescale_shapes(base, t, h, round(h * 16 / 9))
-                for ck in (False, True):
+                for ck in [c == "on" for c in args.checkpointing.split(",")]:
                     ok, note = fits(method, cfg, sh, len(sh) - 1, 1, device, "bf16", ck)
                     fit.append({"height": h, "width": round(h * 16 / 9), "frames": t, "precision": "bf16",
                                 "activation_checkpointing": ck, "fits": ok, "note": note})
