@@ -107,9 +107,13 @@ def rescale_shapes(shapes: Sequence[ScaleShape], frames: int | None = None,
         rw = rh
     if width and not height:
         rh = rw
+    fixed_frames = len({s.frames for s in shapes}) == 1  # e.g. SinGAN-GIF: same T at every scale
     out = []
     for s in shapes:
-        t = max(1, round((s.frames - 1) * rt) + 1) if s.frames > 1 else 1
+        if fixed_frames and frames:
+            t = frames
+        else:
+            t = max(1, round((s.frames - 1) * rt) + 1) if s.frames > 1 else 1
         out.append(ScaleShape(t, max(1, round(s.height * rh)), max(1, round(s.width * rw)), s.rate))
     last = out[-1]
     out[-1] = ScaleShape(frames or last.frames, height or last.height, width or last.width, last.rate)

@@ -257,7 +257,8 @@ def dry_run(cfg: Config) -> str:
     from .data import plan
 
     source, shapes, starts = plan(cfg)
-    vae = ["vae" if n < cfg.train.vae_scales else "gan" for n in range(len(shapes))]
+    vae = ["vae" if cfg.train.method == "hpvaegan" and n < cfg.train.vae_scales else "gan"
+           for n in range(len(shapes))]
     return (f"# resolved config\n{dump_toml(cfg)}\n"
             f"# input: {source.path}: {source.num_frames} frames {source.info.height}x{source.info.width} "
             f"at {source.fps:.3g} fps; {len(starts)} clip(s) of {cfg.pyramid.clip_frames()} frames "

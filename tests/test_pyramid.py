@@ -104,3 +104,10 @@ def test_rescale_shapes_for_sampling_at_other_sizes():
     assert out[-1].thw == (25, 288, 512)
     assert out[0].height == 64  # every scale scaled by the same factor
     assert all(s.frames >= 2 for s in out)
+
+
+def test_rescale_keeps_a_fixed_frame_pyramid_fixed():
+    shapes = pyramid_shapes((144, 256), num_scales=4, min_size=25, max_size=144, factor=4 / 3, rates=[1], frames=8)
+    assert {s.frames for s in shapes} == {8}
+    out = rescale_shapes(shapes, frames=16)
+    assert [s.frames for s in out] == [16, 16, 16, 16]
