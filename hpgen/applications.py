@@ -54,16 +54,8 @@ def _check_scale(model, start: int) -> None:
 
 
 def shapes_for(shapes: Sequence[ScaleShape], frames: int, height: int, width: int) -> list[ScaleShape]:
-    """The trained pyramid re-scaled so that its finest scale is (frames, height, width).
-    A pyramid with the same frames at every scale (SinGAN-GIF) keeps them equal."""
-    if shapes[-1].frames == 1 and frames != 1:
-        raise HpgenError("this generator was trained on an image; it makes single frames")
-    out = rescale_shapes(shapes, frames, height, width)
-    if len({s.frames for s in shapes}) == 1:
-        out = [ScaleShape(frames, s.height, s.width, s.rate) for s in out]
-    if min(min(s.height, s.width) for s in out) < 3:
-        raise HpgenError(f"an output of {height}x{width} makes the coarsest scale smaller than 3 pixels")
-    return out
+    """The trained pyramid re-scaled so that its finest scale is (frames, height, width)."""
+    return rescale_shapes(shapes, frames, height, width)
 
 
 def inject(model, video: torch.Tensor, shapes: Sequence[ScaleShape], start: int, passes: int = 1,

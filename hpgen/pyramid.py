@@ -98,8 +98,11 @@ def shapes_from_config(pyr, input_hw: tuple[int, int]) -> list[ScaleShape]:
 def rescale_shapes(shapes: Sequence[ScaleShape], frames: int | None = None,
                    height: int | None = None, width: int | None = None) -> list[ScaleShape]:
     """Shapes for sampling at another size: every scale is scaled by the same ratios as the
-    finest, so a generator sees the same relative geometry it was trained on."""
+    finest, so a generator sees the same relative geometry it was trained on. A pyramid
+    with the same frames at every scale (SinGAN-GIF) keeps them equal."""
     fin = shapes[-1]
+    if fin.frames == 1 and frames not in (None, 1):
+        raise HpgenError("this generator was trained on an image; it makes single frames (--frames 1)")
     rt = (frames / fin.frames) if frames else 1.0
     rh = (height / fin.height) if height else 1.0
     rw = (width / fin.width) if width else (rh if height and not width else 1.0)
@@ -117,6 +120,9 @@ def rescale_shapes(shapes: Sequence[ScaleShape], frames: int | None = None,
         out.append(ScaleShape(t, max(1, round(s.height * rh)), max(1, round(s.width * rw)), s.rate))
     last = out[-1]
     out[-1] = ScaleShape(frames or last.frames, height or last.height, width or last.width, last.rate)
+    if min(min(s.height, s.width) for s in out) < 3:
+        raise HpgenError(f"an output of {out[-1].height}x{out[-1].width} makes the coarsest scale smaller "
+                         "than 3 pixels")
     return out
 
 
