@@ -99,10 +99,13 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
         raise HpgenError("dist.pipeline_stages > 1 is not implemented yet; scale out with data parallelism "
                          "over clips (every rank is a data-parallel replica)")
     dp_rank, dp_size = info.rank, info.world_size
+    method = get_method(cfg.train.method)(cfg)
+    if dp_size > 1 and not getattr(method, "data_parallel", False):
+        raise HpgenError(f"train.method={cfg.train.method} does not support data parallelism yet "
+                         "(its noise and clip choice are per rank); run it on one rank")
     feed = make_feed(cfg, dp_rank, dp_size)
     ckpt = prepare_run_dir(run_dir, cfg, resume, info.is_main)
     eng.barrier()
-    method = get_method(cfg.train.method)(cfg)
     shapes, num_scales, iters = feed.shapes, cfg.pyramid.num_scales, cfg.train.iters_per_scale
     mon = Monitor(run_dir, enabled=info.is_main)
     say = print if info.is_main else (lambda *a, **k: None)

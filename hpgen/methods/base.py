@@ -14,6 +14,10 @@ A method is a configuration of shared pieces, not a training loop. It must provi
     model_args() -> dict                   constructor arguments saved in generator.pt
     model_from_args(args, num_scales)      (classmethod) rebuild the stack for sampling
     sample(model, shapes, batch, generator, stop=None) -> (B, C, T, H, W)
+    data_parallel                          True if a D-rank run equals a one-rank run on the same
+                                           clips (global-batch noise via ScaleState.randn, sums
+                                           scaled by ScaleState.sum_scale); the trainer refuses
+                                           multi-rank runs of methods without it
 
 The trainer runs each phase as: loss, stats = closure(); engines[name].backward(loss);
 engines[name].step(). One scalar, one backward, one step per engine and phase.

@@ -25,6 +25,7 @@ Phase = tuple[str, Callable[[], tuple[torch.Tensor, dict]]]
 
 class HPVAEGANMethod:
     name = "hpvaegan"
+    data_parallel = True
 
     def __init__(self, cfg):
         self.cfg, self.tr = cfg, cfg.train

@@ -140,6 +140,7 @@ class SinGANMethod:
 
     def critic_loss(self, model: SinGANStack, critic: SinGANCritics, st: ScaleState):
         """Eq. 3-4: image WGAN-GP + alpha * video WGAN-GP, each with its own gradient penalty."""
+        critic.requires_grad_(True)  # the generator phase froze it
         with torch.no_grad():
             fake = self._fake(model, st)
         real = st.reals[st.n][st.cache["clip"]:st.cache["clip"] + 1]
@@ -163,15 +164,14 @@ class SinGANMethod:
         """Eq. 3: adversarial (image + alpha video) + beta * reconstruction (Eq. 5) + gamma * Eq. 6."""
         fake = self._fake(model, st)
         f = st.cache["factor"]
-        critic.requires_grad_(False)  # D gets no gradient from the generator phase
-        try:
-            adv = fake.new_zeros((), dtype=torch.float32)
-            if self.w_vid:
-                adv = adv + self.w_vid * losses.wgan_generator(critic.video, fake[:, :, ::f])
-            if self.w_img:
-                adv = adv + self.w_img * losses.wgan_generator(critic.frames, fake)
-        finally:
-            critic.requires_grad_(True)
+        # D gets no gradient from this phase. It stays frozen through the backward too (the
+        # critic phase unfreezes it), so activation checkpointing recomputes the same graph.
+        critic.requires_grad_(False)
+        adv = fake.new_zeros((), dtype=torch.float32)
+        if self.w_vid:
+            adv = adv + self.w_vid * losses.wgan_generator(critic.video, fake[:, :, ::f])
+        if self.w_img:
+            adv = adv + self.w_img * losses.wgan_generator(critic.frames, fake)
         c = st.cache["clip"]
         rec = losses.reconstruction(self._reconstruction(model, st), st.reals[st.n][c:c + 1])
         loss = adv + self.tr.recon_weight * rec
