@@ -3,7 +3,6 @@ on the same clips; the export samples with no DeepSpeed; bf16 runs end to end; a
 checkpointing changes memory, not gradients."""
 import json
 import math
-import os
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from hpgen.pyramid import ScaleShape
 
 from conftest import BUNDLED, REPO, clean_env, run_hpgen
 
-TINY = ["--video", str(BUNDLED), "data.max_clips=2", "pyramid.num_scales=3", "pyramid.min_height=12",
+TINY = ["--video", str(BUNDLED), "data.max_clips=2", "pyramid.num_scales=4", "pyramid.min_height=12",
         "pyramid.max_height=20", "pyramid.scale_factor=1.3", "pyramid.rates=[1,2]", "model.channels=8",
         "model.latent_channels=8", "train.vae_scales=2", "train.iters_per_scale=6", "train.checkpoint_every=0",
         "train.log_every=1", "train.critic_steps=2", "train.generator_steps=1", "train.seed=3"]
@@ -64,9 +63,12 @@ def test_two_rank_data_parallel_matches_one_rank(one_and_two_ranks):
     diff = math.sqrt(sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in params))
     norm = math.sqrt(sum(float((a[k].double() ** 2).sum()) for k in params))
     assert diff / norm < 1e-5, diff / norm
-    for k in params:  # and no single tensor drifts
+    # And no single tensor drifts. BatchNorm biases get tiny gradients that Adam normalises,
+    # so rounding shows there first (measured 4e-4 after two GAN scales; a prefix drawn per
+    # rank instead of for the global batch puts the same tensor 0.12 off).
+    for k in params:
         rel = float((a[k].double() - b[k].double()).norm() / (a[k].double().norm() + 1e-12))
-        assert rel < 1e-4, (k, rel)
+        assert rel < 1e-3, (k, rel)
     sa, sb = _stats(one), _stats(two)
     assert [(r["scale"], r["step"]) for r in sa] == [(r["scale"], r["step"]) for r in sb]
     for ra, rb in zip(sa, sb):
@@ -103,7 +105,7 @@ def test_bf16_runs_end_to_end_with_finite_losses(tmp_path):
     run_hpgen("train", "--out", str(run), "--no-progress", *args, check=True, env={"OMP_NUM_THREADS": "1"})
     rows = _stats(run)
     assert rows and all(math.isfinite(v) for r in rows for k, v in r.items() if isinstance(v, float))
-    assert {r["scale"] for r in rows} == {0, 1, 2}
+    assert {r["scale"] for r in rows} == {0, 1, 2, 3}
     run_hpgen("sample", str(run), "--num", "1", "--out", str(tmp_path / "s"), check=True)
 
 

@@ -119,7 +119,11 @@ class HPVAEGANMethod:
         batch = st.reals[st.n].shape[0]
         dtype = st.reals[st.n].dtype
         z = st.randn(model.latent_shape(batch, st.shapes[0]), dtype=dtype)
-        prev = model.synthesize(z, st.shapes, stop=st.n - 1)
+        # z_k of the frozen GAN scales below n, drawn for the global batch like every other
+        # random draw, so that data-parallel runs equal one-rank runs.
+        noises = [st.randn((batch, 3, *st.shapes[k].thw), dtype=dtype) * model.noise_amps[k].to(dtype)
+                  if k and model.is_gan_scale(k) else None for k in range(st.n)]
+        prev = model.synthesize(z, st.shapes, stop=st.n - 1, noises=noises)
         st.cache["fake_up"] = resize(prev, st.shapes[st.n].thw)
 
     def _random_fake(self, model: HPVAEGAN, st: ScaleState) -> torch.Tensor:

@@ -76,25 +76,36 @@ class HPVAEGAN(nn.Module):
         """The residual G^n(up [+ z_n]) for an already up-sampled input."""
         return self._run(self.generators[n - 1], up if noise is None else up + noise)
 
+    def make_noise(self, n: int, shape: ScaleShape, batch: int = 1, generator: torch.Generator | None = None
+                   ) -> torch.Tensor | None:
+        """z_n of Eq. 9: N(0, amp_n^2) at the patch-GAN scales; None at the patch-VAE scales,
+        which refine deterministically."""
+        if not self.is_gan_scale(n):
+            return None
+        amp = self.noise_amps[n]
+        dtype = next(self.parameters()).dtype
+        return torch.randn((batch, 3, *shape.thw), device=amp.device, dtype=dtype, generator=generator) * amp.to(dtype)
+
     def latent_shape(self, batch: int, shape0: ScaleShape) -> tuple[int, ...]:
         return (batch, self.latent_channels, *shape0.thw)
 
     def synthesize(self, z: torch.Tensor, shapes: Sequence[ScaleShape], stop: int | None = None,
                    noise: bool = True, generator: torch.Generator | None = None,
-                   return_all: bool = False):
+                   return_all: bool = False, noises: Sequence[torch.Tensor | None] | None = None):
         """Eq. 9 from a latent ``z`` up to scale ``stop`` (default: the finest trained).
 
         ``noise=False`` gives the reconstruction path (Eq. 6) when ``z`` is the encoder's
-        mean. ``generator`` makes the per-scale noise reproducible.
+        mean. ``generator`` makes the per-scale noise reproducible; ``noises[n]``, when
+        given, is used as z_n instead of drawing it.
         """
         stop = self.num_scales - 1 if stop is None else stop
         x = self.decode(z)
         outs = [x]
         for n in range(1, stop + 1):
-            zn = None
-            if noise and self.is_gan_scale(n):
-                zn = torch.randn((x.shape[0], 3, *shapes[n].thw), device=x.device, dtype=x.dtype,
-                                 generator=generator) * self.noise_amps[n].to(x.dtype)
+            if noises is not None:
+                zn = noises[n]
+            else:
+                zn = self.make_noise(n, shapes[n], x.shape[0], generator) if noise else None
             x = self.refine(x, n, shapes[n], zn)
             outs.append(x)
         return outs if return_all else x
