@@ -31,31 +31,10 @@ from .errors import HpgenError
 from .pyramid import ScaleShape, rescale_shapes, resize
 
 
-# ---------------------------------------------------------------------------
-# the two operations every stack offers
-
-def _noise(model, n: int, shape: ScaleShape, batch: int, generator) -> torch.Tensor | None:
-    if hasattr(model, "make_noise"):  # SinGAN family
-        return model.make_noise(n, shape, batch, generator)
-    if not model.is_gan_scale(n):  # HP-VAE-GAN's patch-VAE scales are deterministic refiners
-        return None
-    p = model.noise_amps
-    return torch.randn((batch, 3, *shape.thw), generator=generator, device=p.device) * p[n]
-
-
-def _step(model, x: torch.Tensor, n: int, shape: ScaleShape, noise) -> torch.Tensor:
-    return model.refine(x, n, shape, noise)
-
-
 def _check_scale(model, start: int) -> None:
     if not 1 <= start < model.num_scales:
         raise HpgenError(f"injection scale must be between 1 and {model.num_scales - 1} "
                          "(scale 0 only takes noise)")
-
-
-def shapes_for(shapes: Sequence[ScaleShape], frames: int, height: int, width: int) -> list[ScaleShape]:
-    """The trained pyramid re-scaled so that its finest scale is (frames, height, width)."""
-    return rescale_shapes(shapes, frames, height, width)
 
 
 def inject(model, video: torch.Tensor, shapes: Sequence[ScaleShape], start: int, passes: int = 1,
@@ -71,8 +50,8 @@ def inject(model, video: torch.Tensor, shapes: Sequence[ScaleShape], start: int,
         # the blurred input G_s was trained on, not a sharper image it never saw.
         x = resize(x, shapes[start - 1].thw)
         for n in range(start, model.num_scales):
-            z = _noise(model, n, shapes[n], x.shape[0], generator) if noise else None
-            x = _step(model, x, n, shapes[n], z)
+            z = model.make_noise(n, shapes[n], x.shape[0], generator) if noise else None
+            x = model.refine(x, n, shapes[n], z)
     return x
 
 
@@ -88,7 +67,7 @@ def generate(method, model, shapes: Sequence[ScaleShape], frames: int | None = N
         width = round(fin.width * height / fin.height)
     if width and not height:
         height = round(fin.height * width / fin.width)
-    sh = shapes_for(shapes, frames or fin.frames, height or fin.height, width or fin.width)
+    sh = rescale_shapes(shapes, frames or fin.frames, height or fin.height, width or fin.width)
     return method.sample(model, sh, batch=1, generator=generator)
 
 
@@ -118,8 +97,8 @@ def super_resolve(model, video: torch.Tensor, factor: float, scale_factor: float
         shape = ScaleShape(t, round(h * s), round(w * s), 1)
         if i == passes:
             shape = ScaleShape(t, round(h * factor), round(w * factor), 1)
-        z = _noise(model, fin, shape, b, generator) if noise else None
-        x = _step(model, x, fin, shape, z)
+        z = model.make_noise(fin, shape, b, generator) if noise else None
+        x = model.refine(x, fin, shape, z)
     return x
 
 
@@ -143,7 +122,7 @@ def edit(model, shapes: Sequence[ScaleShape], edited: torch.Tensor, mask: torch.
     at ``start``, run the finer scales (``passes`` times), then keep the generated pixels only
     inside the feathered edit mask. ``feather`` defaults to one pixel of the injection scale."""
     b, _, t, h, w = edited.shape
-    sh = shapes_for(shapes, t, h, w)
+    sh = rescale_shapes(shapes, t, h, w)
     out = inject(model, edited, sh, start, passes, generator)
     if not blend or mask is None:
         return out
@@ -160,7 +139,7 @@ def animate(model, shapes: Sequence[ScaleShape], still: torch.Tensor, frames: in
     if frames < 2:
         raise HpgenError("--frames must be >= 2 to animate")
     b, c, _, h, w = still.shape
-    sh = shapes_for(shapes, frames, h, w)
+    sh = rescale_shapes(shapes, frames, h, w)
     return inject(model, still.expand(b, c, frames, h, w).contiguous(), sh, start, 1, generator)
 
 
@@ -172,4 +151,4 @@ def paint(model, shapes: Sequence[ScaleShape], painting: torch.Tensor, start: in
     if t == 1 and (frames or shapes[-1].frames) > 1:
         t = frames or shapes[-1].frames
         painting = painting.expand(b, c, t, h, w).contiguous()
-    return inject(model, painting, shapes_for(shapes, t, h, w), start, 1, generator)
+    return inject(model, painting, rescale_shapes(shapes, t, h, w), start, 1, generator)

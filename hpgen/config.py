@@ -82,7 +82,6 @@ class TrainConfig:
     recon_weight: float = _f(1.0, "weight of the reconstruction term at GAN scales (Eq. 11 has 1)")
     seed: int = _f(0, "random seed of the run")
     log_every: int = _f(50, "steps between scalar logs")
-    sample_every: int = _f(0, "steps between sample videos in TensorBoard (0: only at the end of each scale)")
     checkpoint_every: int = _f(500, "steps between resumable checkpoints")
     eval_metrics: list = _f(["diversity_gray", "diversity_lab"],
                             "metrics (hpgen eval names) on fixed samples at the end of every scale, to metrics.jsonl "

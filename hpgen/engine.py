@@ -17,7 +17,6 @@ import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -142,13 +141,6 @@ def all_mean_tensor(t: torch.Tensor) -> torch.Tensor:
     return out / dist.get_world_size()
 
 
-def shutdown() -> None:
-    global _READY
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-    _READY = False
 
 
 # ---------------------------------------------------------------------------
@@ -274,14 +266,8 @@ def load_checkpoint(path: Path, engines: dict) -> None:
         set_rng_state(torch.load(f, weights_only=False))
 
 
-def module_state(path: Path, name: str) -> dict:
-    """The module weights saved by engine ``name`` (for building structures before engines)."""
-    f = Path(path) / name / "mp_rank_00_model_states.pt"
-    return torch.load(f, map_location="cpu", weights_only=False)["module"]
 
 
-def parameters(groups: Iterable[dict]) -> list[torch.Tensor]:
-    return [p for g in groups for p in g["params"]]
 
 
 # ---------------------------------------------------------------------------

@@ -62,13 +62,11 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
     if stored.exists():
         import tomllib
 
-        old = config_from_dict(tomllib.loads(stored.read_text()))
-        if to_dict(old) != to_dict(cfg):
-            diff = [k for k in _flat(to_dict(cfg)) if _flat(to_dict(cfg))[k] != _flat(to_dict(old)).get(k)]
+        new, old = _flat(to_dict(cfg)), _flat(to_dict(config_from_dict(tomllib.loads(stored.read_text()))))
+        diff = [k for k in new if new[k] != old.get(k)]
+        if diff:
             raise HpgenError(f"{run_dir} holds a run with another config (differs in {', '.join(diff)}); "
                              "choose another --out")
-        if latest is None and not resume:
-            pass  # started but never checkpointed: start again in place
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise HpgenError(f"{run_dir} exists and is not an hpgen run directory; choose another --out")
     eng.barrier()  # every rank has checked before rank 0 writes config.toml

@@ -1,7 +1,6 @@
 """Bad input gets one line naming the problem (exit 2, no traceback), and nothing that
 already exists is overwritten."""
 import numpy as np
-import pytest
 from PIL import Image
 
 from hpgen.cli import main

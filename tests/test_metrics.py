@@ -3,7 +3,6 @@ the I3D port against an independent numpy forward pass, weights errors, CLI, hoo
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 
 from hpgen.errors import HpgenError
 from hpgen.metrics import weights as W
-from hpgen.metrics.core import Evaluator, prepare_fake
+from hpgen.metrics.core import prepare_fake
 from hpgen.metrics.diversity import diversity_gray, diversity_lab, rgb_to_lab
 from hpgen.metrics.frechet import feature_stats, frechet_distance, frechet_distance_features
 from hpgen.metrics.nnf import nearest_neighbour_field, nnfdiv, video_patches

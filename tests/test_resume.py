@@ -3,7 +3,6 @@
 Two interruptions: SIGTERM during a patch-VAE scale (the trainer checkpoints at the next
 step and exits 3), then SIGKILL during a patch-GAN scale (nothing is saved at the kill;
 the run resumes from its last periodic checkpoint)."""
-import os
 import signal
 import subprocess
 import sys

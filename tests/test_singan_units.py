@@ -14,7 +14,7 @@ from hpgen.methods import get_method
 from hpgen.models.generator import ScaleGenerator
 from hpgen.models.separable import FrameGenerator, SeparableConv3d, SeparableGenerator
 from hpgen.models.singan import SinGANStack, latent_path
-from hpgen.pyramid import ScaleShape
+from hpgen.pyramid import ScaleShape, rescale_shapes
 
 from conftest import REPO
 
@@ -172,4 +172,4 @@ def test_application_errors_are_one_line():
     with pytest.raises(HpgenError, match="slo-mo"):
         apps.slomo(get_method("singan"), m, shapes, 2)
     with pytest.raises(HpgenError, match="trained on an image"):
-        apps.shapes_for([ScaleShape(1, 8, 8, 1)], 4, 8, 8)
+        rescale_shapes([ScaleShape(1, 8, 8, 1)], 4, 8, 8)

@@ -1,7 +1,6 @@
 """The README's main job, as a user runs it: train the demo preset on the bundled clip, then
 ``hpgen sample --num 4``; the samples have the configured size, differ from each other and
 from the input, and are made of patches that resemble the input's."""
-from pathlib import Path
 
 import numpy as np
 import pytest
