@@ -3,6 +3,8 @@
     python bench/bench_train.py                                   # paper preset, every scale, this device
     python bench/bench_train.py --scales finest --precision fp32,bf16 --checkpointing off,on
     python bench/bench_train.py --scales finest --height 1080 --frames 32 --synthetic
+    python bench/bench_train.py --scales finest --height 1080 --frames 32 --synthetic --precision bf16 \
+        --checkpointing on --sample train.crop_height=256 train.crop_width=256   # full HD on crops
     python bench/bench_train.py --fit                              # GPU: largest finest scale that fits
 
 It runs exactly the trainer's iteration (``hpgen.trainer.run_iteration``: the method's
@@ -119,7 +121,7 @@ def real_reals(cfg, device) -> tuple[list, list[torch.Tensor]]:
 
 
 def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpointing: bool, iters: int,
-                warmup: int, device, count_flops: bool) -> dict:
+                warmup: int, device, count_flops: bool, sample: bool = False) -> dict:
     dev = torch.device(device)
     rss = RssPeak().__enter__()  # baseline before the scale's networks exist: they, their
     # optimiser states and the activations all count
@@ -131,6 +133,7 @@ def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpoin
         critic.to(dev)
     for net in [model] + ([critic] if critic is not None else []):
         eng.set_activation_checkpointing(net, checkpointing)
+        eng.set_channels_last(net, cfg.dist.channels_last)
     groups = method.param_groups(model, critic, n)
     engines = {name: eng.build_engine(critic if name == "d" else model, g, precision=precision,
                                       zero_stage=cfg.dist.zero_stage, betas=cfg.train.betas)
@@ -157,10 +160,13 @@ def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpoin
         sync()
         flops = fc.total
     s = shapes[n]
+    crop = [cfg.train.crop_height, cfg.train.crop_width] if model.is_gan_scale(n) and (
+        cfg.train.crop_height or cfg.train.crop_width) else None
     out = {
-        "scale": n, "kind": "gan" if model.is_gan_scale(n) else "vae", "frames": s.frames, "height": s.height,
+        "scale": n, "kind": "gan" if model.is_gan_scale(n) else "vae", "crop": crop,
+        "frames": s.frames, "height": s.height,
         "width": s.width, "clips": reals[0].shape[0], "voxels_per_clip": s.voxels, "precision": precision,
-        "activation_checkpointing": checkpointing, "seconds_per_iter": dt, "measured": True,
+        "activation_checkpointing": checkpointing, "channels_last": cfg.dist.channels_last, "seconds_per_iter": dt, "measured": True,
         "finite": all(torch.isfinite(v).all().item() for v in stats.values()),
     }
     if dev.type == "cuda":
@@ -171,6 +177,21 @@ def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpoin
     if flops is not None:
         out["flops_per_iter"] = flops
         out["tflops_per_s"] = flops / dt / 1e12
+    if sample:  # one full-frame sample through G^0..G^n (what `hpgen sample` does), after training on crops
+        del engines
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        model.eval()
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            video = method.sample(model, shapes, batch=1, stop=n)
+            sync()
+        out["full_frame_sample_seconds"] = time.perf_counter() - t0
+        out["full_frame_sample_shape"] = list(video.shape)
+        if dev.type == "cuda":
+            out["full_frame_sample_peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        engines = None
     del engines, model, critic, st
     if dev.type == "cuda":
         torch.cuda.empty_cache()
@@ -234,6 +255,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, help="finest frame count")
     ap.add_argument("--max-seconds", type=float, default=120.0, help="skip (and project) scales predicted slower")
     ap.add_argument("--flops", action="store_true", help="count FLOPs for achieved TFLOP/s (one more iteration)")
+    ap.add_argument("--sample", action="store_true",
+                    help="also time one full-frame sample at the scale (e.g. after training on train.crop_* crops)")
     ap.add_argument("--fit", action="store_true", help="GPU: try finest-scale sizes (--fit-sizes) and report which fit")
     ap.add_argument("--fit-sizes", default="256x13,512x13,720x13,1080x13,1080x32",
                     help="comma-separated HEIGHTxFRAMES (16:9 frames) for --fit")
@@ -286,7 +309,8 @@ def main(argv=None) -> int:
                     r = run_isolated(argv if argv is not None else sys.argv[1:], n, prec, ck)
                 else:
                     r = bench_scale(method, cfg, shapes, reals, n, precision=prec, checkpointing=ck,
-                                    iters=args.iters, warmup=args.warmup, device=device, count_flops=args.flops)
+                                    iters=args.iters, warmup=args.warmup, device=device, count_flops=args.flops,
+                                    sample=args.sample)
                 results.append(r)
                 mem = r.get("peak_gpu_memory_gib", r.get("peak_rss_above_baseline_gib"))
                 extra = f", {r['tflops_per_s']:.1f} TFLOP/s" if "tflops_per_s" in r else ""

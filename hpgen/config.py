@@ -80,6 +80,9 @@ class TrainConfig:
     generator_steps: int = _f(3, "generator updates per iteration at GAN scales")
     noise_amp: float = _f(0.1, "z_n amplitude = noise_amp * RMSE(upsampled reconstruction, real) at each GAN scale")
     recon_weight: float = _f(1.0, "weight of the reconstruction term at GAN scales (Eq. 11 has 1)")
+    crop_height: int = _f(0, "GAN scales train on random crops this many pixels high (0: full frames); the "
+                             "generators are convolutional, so sampling and reconstruction stay full-frame")
+    crop_width: int = _f(0, "crop width at the GAN scales (0: full frames)")
     seed: int = _f(0, "random seed of the run")
     log_every: int = _f(50, "steps between scalar logs")
     checkpoint_every: int = _f(500, "steps between resumable checkpoints")
@@ -109,9 +112,14 @@ class SinGANConfig:
 
 @dataclass
 class DistConfig:
-    pipeline_stages: int = _f(1, "P: pipeline stages over the scales (world size = P x D); only P=1 is implemented")
+    pipeline_stages: int = _f(1, "P: pipeline stages over the scales (world size = P x D; rank = replica * P + stage)")
+    stage_starts: list = _f([], "first scale of stages 1..P-1 (empty: balanced by voxels x layers, docs/ARCHITECTURE.md)")
+    micro_batches: int = _f(1, "micro-batches per step that flow through the pipeline stages; part of the recipe "
+                               "(BatchNorm statistics are per micro-batch), so P=1 with the same value is the same run")
     precision: str = _f("fp32", "fp32|bf16: bf16 runs the networks in bfloat16 with fp32 master weights (DeepSpeed)")
     zero_stage: int = _f(0, "DeepSpeed ZeRO stage for the optimiser states: 0 or 1")
+    channels_last: bool = _f(False, "run 3D convolutions on channels-last (N,T,H,W,C) activations; a GPU speed "
+                                    "option, see docs/BENCHMARKS.md")
     checkpoint_min_voxels: int = _f(0, "recompute conv activations in backward at scales with at least this many "
                                        "voxels per clip (0: never); trades compute for memory")
     timeout_s: int = _f(1800, "collective timeout: a stuck rank fails instead of hanging")
@@ -259,8 +267,16 @@ def validate(cfg) -> None:
         if d.zero_stage not in (0, 1):
             raise HpgenError("dist.zero_stage must be 0 or 1 (ZeRO-2/3 shard gradients, which this GAN "
                              "training with two engines does not support)")
-        if d.pipeline_stages < 1:
-            raise HpgenError("dist.pipeline_stages must be >= 1")
+        if d.pipeline_stages < 1 or d.micro_batches < 1:
+            raise HpgenError("dist.pipeline_stages and dist.micro_batches must be >= 1")
+        if tr.crop_height < 0 or tr.crop_width < 0:
+            raise HpgenError("train.crop_height and train.crop_width must be >= 0 (0: full frames)")
+        rf = cfg.model.num_blocks * (cfg.model.kernel - 1) + 1
+        for name, v in (("crop_height", tr.crop_height), ("crop_width", tr.crop_width)):
+            if 0 < v <= rf:
+                raise HpgenError(f"train.{name}={v} must exceed the receptive field of the generators and critics "
+                                 f"({rf} pixels for {cfg.model.num_blocks} blocks of kernel {cfg.model.kernel}), "
+                                 "or the crops hold no complete patch")
         if py.frames < 0 or py.frames == 1:
             raise HpgenError("pyramid.frames must be 0 (use rates) or >= 2 (use pyramid.image for one frame)")
         sg = cfg.singan

@@ -4,7 +4,7 @@ Sampling, the patch-NN generator, applications and evaluation all go through
 ``InferenceContext``. It wraps ``accelerate.Accelerator`` so that the same
 command runs on a laptop CPU, one GPU, or several GPUs under
 ``accelerate launch`` (each process takes its share of the sample indices).
-Training never uses this: DeepSpeed is the one training engine (engine.py).
+Training never uses this: DeepSpeed is the one training engine (hpgen/engine/).
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from . import engine as eng
+from .engine import pipeline as pl
 from .config import Config, config_from_dict, dump_toml, to_dict
 from .data import make_feed
 from .errors import HpgenError
@@ -24,6 +25,7 @@ from .inference import resolve_device
 from .methods import get_method
 from .methods.base import ScaleState
 from .monitor import Monitor
+from .placement import make_layout
 from .pyramid import format_table
 from .video import write_video
 
@@ -93,15 +95,18 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
     info = eng.setup_distributed(device, cfg.dist.timeout_s)
     dev = eng.device_for(device, info)
     run_dir = Path(run_dir)
-    if cfg.dist.pipeline_stages != 1:
-        raise HpgenError("dist.pipeline_stages > 1 is not implemented yet; scale out with data parallelism "
-                         "over clips (every rank is a data-parallel replica)")
-    dp_rank, dp_size = info.rank, info.world_size
+    P = cfg.dist.pipeline_stages
+    if info.world_size % P:
+        raise HpgenError(f"world size {info.world_size} is not a multiple of dist.pipeline_stages={P} (world = P x D)")
+    dp_rank, dp_size = info.rank // P, info.world_size // P  # this rank's replica, and D
     method = get_method(cfg.train.method)(cfg)
-    if dp_size > 1 and not getattr(method, "data_parallel", False):
-        raise HpgenError(f"train.method={cfg.train.method} does not support data parallelism yet "
+    if info.world_size > 1 and not getattr(method, "data_parallel", False):
+        raise HpgenError(f"train.method={cfg.train.method} does not support data or pipeline parallelism yet "
                          "(its noise and clip choice are per rank); run it on one rank")
     feed = make_feed(cfg, dp_rank, dp_size)
+    layout, costs = make_layout(info.world_size, info.rank, P, feed.shapes, cfg.model.num_blocks,
+                                cfg.train.vae_scales if cfg.train.method == "hpvaegan" else 0, cfg.dist.stage_starts)
+    pipe = pl.Pipeline(layout, dev, cfg.dist.micro_batches)
     ckpt = prepare_run_dir(run_dir, cfg, resume, info.is_main)
     eng.barrier()
     shapes, num_scales, iters = feed.shapes, cfg.pyramid.num_scales, cfg.train.iters_per_scale
@@ -109,6 +114,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
     say = print if info.is_main else (lambda *a, **k: None)
     for note in feed.notes:
         say(f"note: {note}")
+    if P > 1:
+        say(f"hpgen: {P} pipeline stages x {dp_size} replicas; {layout.describe(costs)}")
     mode = f"streaming {cfg.data.clips_per_step} per rank per step" if feed.streaming else "all every step"
     say(f"hpgen: training {cfg.train.method} on {feed.source.path} ({feed.num_clips} clip(s), {mode}), "
         f"{num_scales} scales on {device} x{info.world_size}; run directory {run_dir}")
@@ -135,13 +142,17 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
             nets = [model] + ([critic.to(dev)] if critic is not None else [])
             for net in nets:
                 if dp_size > 1:
-                    eng.sync_batchnorm(net)
+                    eng.sync_batchnorm(net, pipe.dp_group)
                 thr = cfg.dist.checkpoint_min_voxels
                 eng.set_activation_checkpointing(net, bool(thr) and shapes[n].voxels >= thr)
+                eng.set_channels_last(net, cfg.dist.channels_last)
             groups = method.param_groups(model, critic, n)
             engines = {name: eng.build_engine(critic if name == "d" else model, g, precision=precision,
                                               zero_stage=cfg.dist.zero_stage, betas=cfg.train.betas)
                        for name, g in groups.items()}
+            if pipe.pipelined:
+                for e in engines.values():
+                    pl.defer_allreduce(e)
             step0, done = 0, False
             if ckpt is not None and n == start_scale:
                 eng.load_checkpoint(ckpt, engines)
@@ -151,8 +162,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
             dtype = eng.param_dtype(model)
             cast = lambda reals: [None if r is None else r.to(dtype) for r in reals]  # noqa: E731
             batches = feed.batches(n, step0, iters, dev)
-            st = ScaleState(n, shapes, cast(next(batches)), dp_rank=dp_rank, dp_size=dp_size,
-                            all_mean=eng.all_mean_tensor)
+            st = ScaleState(n, shapes, cast(next(batches)), dp_rank=dp_rank, dp_size=dp_size, stages=P,
+                            all_mean=lambda t: pl.world_sum(t) / dp_size, pipe=pipe)
             method.begin_scale(model, st)
             bar = tqdm(range(step0, iters), initial=step0, total=iters, desc=f"scale {n}/{num_scales - 1}",
                        disable=not (progress and info.is_main), dynamic_ncols=True, file=sys.stdout)
@@ -161,10 +172,12 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
                 if step > step0 and feed.streaming:
                     st.reals = cast(next(batches))
                     st.cache.clear()  # per-batch tensors (the reconstruction input) are stale
-                stats = run_iteration(method, model, critic, st, engines)
+                stats = run_iteration(method, model, critic, st, engines, pipe.pipelined)
                 done_steps = step + 1
                 if done_steps % cfg.train.log_every == 0 or done_steps == iters:
-                    last = eng.all_reduce_mean({k: float(v) for k, v in stats.items()})
+                    local = {k: float(v) for k, v in stats.items()}
+                    local[f"peak_gib/rank{info.rank}"] = _peak_gib(dev)
+                    last = pl.gather_stats(local)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()}, refresh=False)
                     vox = st.reals[n].numel() / 3 * cfg.train.log_every
                     mon.scalars(n * iters + done_steps, {**last, "voxels_per_s": vox / max(1e-9, time.time() - t0)},
@@ -173,6 +186,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
                 stopping = eng.any_rank(stop.raised is not None)
                 if stopping or (cfg.train.checkpoint_every and done_steps % cfg.train.checkpoint_every == 0
                                 and done_steps < iters):
+                    _sync_owned_buffers(method, model, critic, n, layout)
                     path = _checkpoint(run_dir, engines, n, done_steps, False, cfg)
                     if stopping:
                         bar.close()
@@ -181,6 +195,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
                         mon.close()
                         return path
             bar.close()
+            _sync_owned_buffers(method, model, critic, n, layout)
             _snapshot(method, model, mon, run_dir, st, n, cfg, feed.source.fps, info.is_main)
             _checkpoint(run_dir, engines, n, iters, True, cfg)
 
@@ -198,17 +213,46 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
     return run_dir / "generator.pt"
 
 
-def run_iteration(method, model, critic, st: ScaleState, engines: dict) -> dict:
+def run_iteration(method, model, critic, st: ScaleState, engines: dict, pipelined: bool = False) -> dict:
     """One training iteration: the method's phases, each one scalar, one backward and one
-    optimiser step on its engine. Returns the phases' statistics (tensors)."""
+    optimiser step on its engine. Returns the phases' statistics (tensors).
+
+    Pipelined, every rank runs every phase: a stage without a part in it back-propagates
+    zeros, so all ranks meet in the same gradient all-reduce, which runs after the
+    phase's gradients have travelled down the pipeline."""
     method.begin_iteration(model, st)
     stats = {}
     for name, phase in method.phases(model, critic, st):
-        loss, s = phase()
-        engines[name].backward(loss)
-        engines[name].step()
+        loss, s, *after = phase()
+        engine = engines[name]
+        if pipelined:
+            loss = pl.cover_trainable(loss, engine)
+        engine.backward(loss)
+        for f in after:
+            f()
+        if pipelined:
+            pl.reduce_gradients(engine)
+        engine.step()
         stats.update(s)
     return stats
+
+
+def _sync_owned_buffers(method, model, critic, n: int, layout) -> None:
+    """Pipelined runs: BatchNorm statistics and spectral-norm vectors move only where a
+    network runs; copy them from its stage (first replica) to every rank before a
+    checkpoint, a snapshot or the export. Parameters are equal everywhere already."""
+    if layout.stages == 1:
+        return
+    for module, k in method.owners(model, critic, n):
+        pl.sync_buffers(module, layout.rank_of(layout.owner(k), 0))
+
+
+def _peak_gib(dev: torch.device) -> float:
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def _checkpoint(run_dir: Path, engines: dict, n: int, step: int, scale_done: bool, cfg: Config) -> Path:

@@ -8,6 +8,7 @@ from hpgen.config import load_config
 from hpgen.data import load_training_data
 from hpgen.methods.base import ScaleState
 from hpgen.methods.hpvaegan import HPVAEGANMethod
+from hpgen.trainer import run_iteration
 
 from conftest import BUNDLED
 
@@ -46,11 +47,7 @@ def _step_at(cfg, data, n):
     st = ScaleState(n, data.shapes, data.reals)
     method.begin_scale(model, st)
     before = _snapshot(model, critic)
-    method.begin_iteration(model, st)
-    for name, phase in method.phases(model, critic, st):
-        loss, _ = phase()
-        engines[name].backward(loss)
-        engines[name].step()
+    run_iteration(method, model, critic, st, engines)
     return groups, _changed(before, model, critic)
 
 

@@ -19,8 +19,11 @@ A method is a configuration of shared pieces, not a training loop. It must provi
                                            scaled by ScaleState.sum_scale); the trainer refuses
                                            multi-rank runs of methods without it
 
-The trainer runs each phase as: loss, stats = closure(); engines[name].backward(loss);
-engines[name].step(). One scalar, one backward, one step per engine and phase.
+The trainer runs each phase as: loss, stats[, after_backward] = closure();
+engines[name].backward(loss); after_backward(); engines[name].step(). One scalar, one
+backward, one step per engine and phase. In a pipelined run every rank runs every phase
+(the same collectives in the same order); a closure returns loss None on a stage with no
+part in it, and ``after_backward`` passes gradients down the pipeline.
 """
 from __future__ import annotations
 
@@ -38,14 +41,16 @@ def _identity(t: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class ScaleState:
-    """What one scale's phases read: the pyramid, this rank's per-scale reals (B, C, T, H, W)
-    and tensors cached for the scale or the iteration.
+    """What one scale's phases read: the pyramid, this replica's per-scale reals
+    (B, C, T, H, W) and tensors cached for the scale or the iteration.
 
-    Data parallelism is explicit here so that a D-rank run equals a one-rank run on the
-    same clips: ``randn`` draws noise for the *global* batch with the RNG every rank shares
-    and keeps this rank's slice, ``sum_scale`` turns per-rank sums over clips into the
-    global sum after DeepSpeed's gradient averaging, and ``all_mean`` averages a statistic
-    over ranks.
+    Parallelism is explicit here so that a P x D run equals a one-rank run on the same
+    clips: ``randn`` draws noise for the *global* batch with the RNG every rank shares and
+    keeps this replica's slice; gradients are averaged over all P x D ranks (zeros on ranks
+    that did not use a parameter), so a per-replica sum over clips is scaled by
+    ``sum_scale`` (= P x D) and a per-replica mean by ``mean_scale`` (= P); ``all_mean``
+    averages a statistic over replicas (every rank calls it; ranks that do not hold the
+    value pass zeros). ``pipe`` runs scale chains across pipeline stages.
     """
     n: int
     shapes: list[ScaleShape]
@@ -53,11 +58,34 @@ class ScaleState:
     cache: dict = field(default_factory=dict)
     dp_rank: int = 0
     dp_size: int = 1
+    stages: int = 1
     all_mean: Callable[[torch.Tensor], torch.Tensor] = _identity
+    pipe: object = None
+
+    def __post_init__(self):
+        if self.pipe is None:  # a one-stage pipeline: every scale local, no communication
+            from ..engine.pipeline import Pipeline
+            from ..placement import Layout
+
+            self.pipe = Pipeline(Layout(1, 1, 0, (0,), len(self.shapes)), self.reals[0].device)
 
     @property
     def sum_scale(self) -> float:
-        return float(self.dp_size)
+        return float(self.dp_size * self.stages)
+
+    @property
+    def mean_scale(self) -> float:
+        return float(self.stages)
+
+    @property
+    def batch(self) -> int:
+        return self.reals[0].shape[0]
+
+    def micro(self, t: torch.Tensor, m: int) -> torch.Tensor:
+        """Micro-batch m of a per-replica batch tensor."""
+        sizes = self.pipe.micro_sizes(t.shape[0])
+        start = sum(sizes[:m])
+        return t[start:start + sizes[m]]
 
     def randn(self, local_shape, device=None, dtype=None) -> torch.Tensor:
         b = local_shape[0]

@@ -8,6 +8,12 @@ Scales n > M (patch-GAN, Eq. 9-11): ``critic_steps`` critic phases and ``generat
 generator phases per iteration; only G^n and D^n train. The reconstruction path uses the
 encoder's mean and no noise; it is frozen, so its up-sampled input to G^n is computed
 once per scale. z_n is scaled by ``noise_amp`` x RMSE(that input, x^n), as in SinGAN.
+With ``train.crop_height/width`` the GAN phases see the same random crop of the real clip,
+the random prefix and the reconstruction input (the prefix itself runs full-frame, without
+gradients), so the finest scales of a full-HD pyramid train in bounded memory.
+
+Every pass over the scales is a chain of per-scale steps run by ``st.pipe``: locally in a
+one-stage run, split over pipeline stages otherwise (hpgen/engine/pipeline.py).
 """
 from __future__ import annotations
 
@@ -90,15 +96,27 @@ class HPVAEGANMethod:
             groups["d"] = [{"params": list(critic.parameters()), "lr": lr}]
         return groups
 
-    # -- per scale / per iteration set-up -------------------------------------
+    # -- chains over the scales (pipelined across stages by st.pipe) --------------
+    def _chain(self, st: ScaleState, step, last: int, grad: bool = False):
+        return st.pipe.chain(step, last, st.batch, lambda k, b: (b, 3, *st.shapes[k].thw), st.reals[0].dtype, grad)
+
     @torch.no_grad()
-    def _recon_input(self, model: HPVAEGAN, st: ScaleState) -> torch.Tensor:
-        """up(x^{n-1}) on the reconstruction path (encoder mean, no noise). The stack below
-        scale n is frozen, so it is cached until the clips change (streaming clears it)."""
+    def _recon_input(self, model: HPVAEGAN, st: ScaleState) -> torch.Tensor | None:
+        """up(x^{n-1}) on the reconstruction path (encoder mean, no noise), on the stage that
+        owns scale n (None elsewhere). The stack below scale n is frozen, so it is cached
+        until the clips change (streaming clears it). Every rank must call it together."""
         if "recon_up" not in st.cache:
-            mu, _ = model.encode(st.reals[0])
-            prev = model.synthesize(mu, st.shapes, stop=st.n - 1, noise=False)
-            st.cache["recon_up"] = resize(prev, st.shapes[st.n].thw)
+            def step(k, x, m):
+                if k == 0:
+                    mu, _ = model.encode(st.micro(st.reals[0], m))
+                    x = model.decode(mu)
+                elif k < st.n:
+                    x = model.refine(x, k, st.shapes[k])
+                if k == st.n:
+                    x = resize(x, st.shapes[k].thw)
+                return x, None
+
+            st.cache["recon_up"] = self._chain(st, step, st.n).output()
         return st.cache["recon_up"]
 
     @torch.no_grad()
@@ -108,68 +126,132 @@ class HPVAEGANMethod:
         if not model.is_gan_scale(n) or float(model.noise_amps[n]) != 0.0:
             return
         up = self._recon_input(model, st)
-        mse = st.all_mean((up.float() - st.reals[n].float()).pow(2).mean())
-        model.noise_amps[n] = self.tr.noise_amp * mse.sqrt()
+        mse = (up.float() - st.reals[n].float()).pow(2).mean() if up is not None else \
+            torch.zeros((), device=st.reals[n].device)
+        model.noise_amps[n] = self.tr.noise_amp * st.all_mean(mse).sqrt()
+
+    def _crop_size(self, st: ScaleState) -> tuple[int, int] | None:
+        s = st.shapes[st.n]
+        h = min(self.tr.crop_height, s.height) if self.tr.crop_height else s.height
+        w = min(self.tr.crop_width, s.width) if self.tr.crop_width else s.width
+        return None if (h, w) == (s.height, s.width) else (h, w)
 
     @torch.no_grad()
     def begin_iteration(self, model: HPVAEGAN, st: ScaleState) -> None:
-        if not model.is_gan_scale(st.n):
+        """Draw all of this iteration's random numbers, on every rank and in the same order
+        (a stage that skips a phase must not fall out of step with the shared RNG), then
+        run the frozen random prefix G^0..G^{n-1} through the stages."""
+        batch, dtype, n = st.batch, st.reals[0].dtype, st.n
+        if not model.is_gan_scale(n):
+            st.cache["eps"] = st.randn(model.latent_shape(batch, st.shapes[0]), dtype=dtype)
             return
-        self._recon_input(model, st)
-        batch = st.reals[st.n].shape[0]
-        dtype = st.reals[st.n].dtype
         z = st.randn(model.latent_shape(batch, st.shapes[0]), dtype=dtype)
-        # z_k of the frozen GAN scales below n, drawn for the global batch like every other
-        # random draw, so that data-parallel runs equal one-rank runs.
+        # z_k of the frozen GAN scales below n, drawn for the global batch.
         noises = [st.randn((batch, 3, *st.shapes[k].thw), dtype=dtype) * model.noise_amps[k].to(dtype)
-                  if k and model.is_gan_scale(k) else None for k in range(st.n)]
-        prev = model.synthesize(z, st.shapes, stop=st.n - 1, noises=noises)
-        st.cache["fake_up"] = resize(prev, st.shapes[st.n].thw)
+                  if k and model.is_gan_scale(k) else None for k in range(n)]
+        crop = self._crop_size(st)
+        t, h, w = st.shapes[n].thw
+        if crop is not None:
+            u = st.rand((batch, 2))
+            offsets = [(int(a * (h - crop[0] + 1)), int(b * (w - crop[1] + 1))) for a, b in u.tolist()]
+            h, w = crop
+        steps = self.tr.critic_steps + self.tr.generator_steps
+        st.cache["zn"] = [st.randn((batch, 3, t, h, w), dtype=dtype) * model.noise_amps[n].to(dtype)
+                          for _ in range(steps)]
+        st.cache["gp_eps"] = [st.rand((batch,)) for _ in range(self.tr.critic_steps)]
 
-    def _random_fake(self, model: HPVAEGAN, st: ScaleState) -> torch.Tensor:
+        def step(k, x, m):
+            x = model.decode(st.micro(z, m)) if k == 0 else x
+            if 0 < k < n:
+                x = model.refine(x, k, st.shapes[k], None if noises[k] is None else st.micro(noises[k], m))
+            if k == n:
+                x = resize(x, st.shapes[n].thw)
+            return x, None
+
+        fake_up = self._chain(st, step, n).output()
+        recon_up = self._recon_input(model, st)
+        if fake_up is None:
+            return  # another stage trains scale n
+        cut = (lambda v: v) if crop is None else (lambda v: _crop(v, offsets, crop))
+        st.cache["fake_up"], st.cache["recon_in"], st.cache["real"] = cut(fake_up), cut(recon_up), cut(st.reals[n])
+
+    def _random_fake(self, model: HPVAEGAN, st: ScaleState, i: int) -> torch.Tensor:
         up = st.cache["fake_up"]
-        zn = st.randn(up.shape, dtype=up.dtype) * model.noise_amps[st.n].to(up.dtype)
-        return up + model.refine_upsampled(up, st.n, zn)
+        return up + model.refine_upsampled(up, st.n, st.cache["zn"][i])
 
     # -- phases ----------------------------------------------------------------
     def phases(self, model: HPVAEGAN, critic, st: ScaleState) -> list[Phase]:
         if not model.is_gan_scale(st.n):
             return [("g", lambda: self.vae_loss(model, st))]
-        return ([("d", lambda: self.critic_loss(model, critic, st))] * self.tr.critic_steps
-                + [("g", lambda: self.generator_loss(model, critic, st))] * self.tr.generator_steps)
+        c = self.tr.critic_steps
+        return ([("d", lambda i=i: self.critic_loss(model, critic, st, i)) for i in range(c)]
+                + [("g", lambda i=i: self.generator_loss(model, critic, st, c + i))
+                   for i in range(self.tr.generator_steps)])
 
     def vae_loss(self, model: HPVAEGAN, st: ScaleState):
-        """Eq. 8 (Eq. 5 at scale 0): recon at n + recon at 0 + beta * KL."""
-        x0 = st.reals[0]
-        mu, logvar = model.encode(x0)
-        z = losses.reparameterize(mu, logvar, st.randn(mu.shape))
-        outs = model.synthesize(z, st.shapes, stop=st.n, noise=False, return_all=True)
-        # Sums over clips: scaled so that DeepSpeed's mean over ranks gives the global sum.
-        kl = losses.kl_divergence(mu, logvar) * st.sum_scale
-        rec0 = losses.reconstruction(outs[0], x0) * st.sum_scale
-        loss = rec0 + self.tr.beta_kl * kl
-        stats = {"kl": kl.detach(), "rec0": rec0.detach()}
-        if st.n > 0:
-            rec = losses.reconstruction(outs[st.n], st.reals[st.n]) * st.sum_scale
-            loss = loss + rec
-            stats["rec"] = rec.detach()
-        stats["loss_vae"] = loss.detach()
-        return loss, stats
+        """Eq. 8 (Eq. 5 at scale 0): recon at n + recon at 0 + beta * KL, through the stages."""
+        s = st.sum_scale  # sums over clips, scaled so that the mean over ranks is the global sum
+        stats: dict[str, torch.Tensor] = {}
 
-    def critic_loss(self, model: HPVAEGAN, critic, st: ScaleState):
+        def note(key, v):
+            stats[key] = stats.get(key, 0) + v.detach() / st.mean_scale
+
+        def step(k, x, m):
+            if k == 0:
+                x0 = st.micro(st.reals[0], m)
+                mu, logvar = model.encode(x0)
+                x = model.decode(losses.reparameterize(mu, logvar, st.micro(st.cache["eps"], m)))
+                kl = losses.kl_divergence(mu, logvar) * s
+                rec0 = losses.reconstruction(x, x0) * s
+                note("kl", kl)
+                note("rec0", rec0)
+                term = rec0 + self.tr.beta_kl * kl
+            else:
+                x, term = model.refine(x, k, st.shapes[k]), None
+            if k == st.n and k > 0:
+                rec = losses.reconstruction(x, st.micro(st.reals[k], m)) * s
+                note("rec", rec)
+                term = rec if term is None else term + rec
+            return x, term
+
+        res = self._chain(st, step, st.n, grad=True)
+        loss = st.pipe.surrogate(res)
+        if res.active and res.prev is None and res.next is None:  # the whole chain ran here
+            stats["loss_vae"] = loss.detach() / st.mean_scale
+        return loss, stats, lambda: st.pipe.send_input_grads(res)
+
+    def critic_loss(self, model: HPVAEGAN, critic, st: ScaleState, i: int):
         critic.requires_grad_(True)  # the generator phase froze it
+        if not st.pipe.owns(st.n):
+            return None, {}
         with torch.no_grad():
-            fake = self._random_fake(model, st)
-        eps = st.rand((fake.shape[0],))
-        return losses.wgan_critic(critic, st.reals[st.n], fake, self.tr.gp_weight, eps)
+            fake = self._random_fake(model, st, i)
+        loss, stats = losses.wgan_critic(critic, st.cache["real"], fake, self.tr.gp_weight, st.cache["gp_eps"][i])
+        return loss * st.mean_scale, stats
 
-    def generator_loss(self, model: HPVAEGAN, critic, st: ScaleState):
+    def generator_loss(self, model: HPVAEGAN, critic, st: ScaleState, i: int):
         """Eq. 11: recon (Eq. 7, deterministic path) + beta_adv * adversarial (Eq. 10)."""
         # D gets no gradient from this phase. It stays frozen through the backward too (the
         # critic phase unfreezes it), so activation checkpointing recomputes the same graph.
         critic.requires_grad_(False)
-        adv = losses.wgan_generator(critic, self._random_fake(model, st))
-        up = self._recon_input(model, st)
-        rec = losses.reconstruction(up + model.refine_upsampled(up, st.n), st.reals[st.n]) * st.sum_scale
-        loss = self.tr.recon_weight * rec + self.tr.beta_adv * adv
-        return loss, {"rec": rec.detach(), "adv": adv.detach(), "loss_g": loss.detach()}
+        if not st.pipe.owns(st.n):
+            return None, {}
+        adv = losses.wgan_generator(critic, self._random_fake(model, st, i))
+        up = st.cache["recon_in"]
+        rec = losses.reconstruction(up + model.refine_upsampled(up, st.n), st.cache["real"]) * st.sum_scale
+        loss = self.tr.recon_weight * rec + self.tr.beta_adv * adv * st.mean_scale
+        return loss, {"rec": rec.detach() / st.mean_scale, "adv": adv.detach(), "loss_g": loss.detach() / st.mean_scale}
+
+    def owners(self, model: HPVAEGAN, critic, n: int) -> list[tuple[torch.nn.Module, int]]:
+        """The networks scale n updates, each with the scale whose stage runs it (their
+        buffers are copied from there to every rank)."""
+        if not model.is_gan_scale(n):
+            out = [(model.encoder, 0), (model.decoder, 0)]
+            return out + ([(model.generators[n - 1], n)] if n > 0 else [])
+        return [(model.generators[n - 1], n), (critic, n)]
+
+
+def _crop(v: torch.Tensor, offsets: list[tuple[int, int]], size: tuple[int, int]) -> torch.Tensor:
+    """Per-clip spatial crops of a (B, C, T, H, W) batch."""
+    h, w = size
+    return torch.stack([v[i, :, :, y:y + h, x:x + w] for i, (y, x) in enumerate(offsets)])

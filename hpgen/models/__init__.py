@@ -1,5 +1,5 @@
 """Pure nn.Modules. Nothing here knows about DeepSpeed, ranks, precision or checkpointing:
-hpgen/engine.py applies those from outside."""
+hpgen/engine/ applies those from outside."""
 from .blocks import ConvBlock, conv_stack
 from .critic import PatchCritic
 from .encoder import PatchEncoder

@@ -1,4 +1,4 @@
-"""The training engine: the only module that imports deepspeed or torch.distributed.
+"""The training engine: the only package that imports deepspeed or torch.distributed.
 
 Models stay plain nn.Modules (hpgen/models); everything about *how* they train is
 applied here from outside: process-group set-up (also for a plain one-process
@@ -115,32 +115,6 @@ def barrier() -> None:
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
-
-
-def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
-    """Average logged scalars over ranks (one collective for the whole dict)."""
-    import torch.distributed as dist
-
-    if not values or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    t /= dist.get_world_size()
-    return dict(zip(keys, t.tolist()))
-
-
-def all_mean_tensor(t: torch.Tensor) -> torch.Tensor:
-    """Mean of a tensor over ranks (identity in a one-rank run)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return t
-    out = t.detach().clone()
-    dist.all_reduce(out)
-    return out / dist.get_world_size()
-
-
 
 
 # ---------------------------------------------------------------------------
@@ -279,6 +253,10 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
     SyncBatchNorm is GPU-only). The state-dict keys are BatchNorm's, so checkpoints and
     exported generators do not change."""
 
+    # The data-parallel group of this rank's pipeline stage, by key into _BN_GROUPS (process
+    # groups cannot be deep-copied, and a new scale's generator is a deep copy of the last).
+    group_key: str | None = None
+
     def _check_input_dim(self, x):
         if x.dim() < 3:
             raise ValueError(f"expected at least 3D input, got {x.dim()}D")
@@ -293,7 +271,9 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0] + list(range(2, x.dim()))
         xf = x.float()
         count = torch.tensor([x.numel() // c], dtype=torch.float32, device=x.device)
-        stats = dist_fn.all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
+        stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
+        group = _BN_GROUPS.get(self.group_key)
+        stats = dist_fn.all_reduce(stats, group=group) if group is not None else dist_fn.all_reduce(stats)
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
@@ -310,18 +290,29 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
         return y.to(x.dtype)
 
 
-def sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Swap every BatchNorm of ``module`` for AllReduceBatchNorm (same parameters and buffers)."""
+_BN_GROUPS: dict = {}
+
+
+def sync_batchnorm(module: nn.Module, group=None) -> nn.Module:
+    """Swap every BatchNorm of ``module`` for AllReduceBatchNorm (same parameters and buffers)
+    whose statistics are summed over ``group`` (None: all ranks)."""
+    key = None
+    if group is not None:
+        key = f"group{id(group)}"
+        _BN_GROUPS[key] = group
     for name, child in module.named_children():
-        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, AllReduceBatchNorm):
+        if isinstance(child, AllReduceBatchNorm):
+            child.group_key = key
+        elif isinstance(child, nn.modules.batchnorm._BatchNorm):
             new = AllReduceBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                      child.track_running_stats)
+            new.group_key = key
             new.load_state_dict(child.state_dict())
             new.train(child.training)
             new.to(next(iter(child.buffers())).device)
             setattr(module, name, new)
         else:
-            sync_batchnorm(child)
+            sync_batchnorm(child, group)
     return module
 
 
@@ -391,7 +382,7 @@ def set_activation_checkpointing(module: nn.Module, enabled: bool) -> None:
     state dicts and checkpoints are unchanged."""
     import functools
 
-    from .models.blocks import ConvBlock
+    from ..models.blocks import ConvBlock
 
     for m in module.modules():
         if isinstance(m, ConvBlock):
@@ -399,3 +390,29 @@ def set_activation_checkpointing(module: nn.Module, enabled: bool) -> None:
                 m.forward = functools.partial(_checkpointed_forward, m)
             elif "forward" in m.__dict__:
                 del m.forward
+
+
+# ---------------------------------------------------------------------------
+# memory layout
+
+def _to_channels_last(module: nn.Module, args):
+    x = args[0]
+    if x.dim() == 5 and not x.is_contiguous(memory_format=torch.channels_last_3d):
+        return (x.contiguous(memory_format=torch.channels_last_3d), *args[1:])
+    return None
+
+
+def set_channels_last(module: nn.Module, enabled: bool) -> None:
+    """Feed every 3D convolution of ``module`` N,T,H,W,C (channels_last_3d) activations, the
+    layout GPU tensor cores use natively, instead of letting cuDNN transpose NCDHW around
+    each bf16 convolution. Done with forward pre-hooks on the convolutions, because DeepSpeed's
+    bf16 optimizer re-flattens the weights into contiguous buffers (a weight-side format would
+    not survive), and the models stay layout-agnostic."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv3d):
+            # Found by identity rather than by handle: a new scale's generator is a deep copy,
+            # and a copied handle would point at the copied-from hook table.
+            for key in [k for k, fn in m._forward_pre_hooks.items() if fn is _to_channels_last]:
+                del m._forward_pre_hooks[key]
+            if enabled:
+                m.register_forward_pre_hook(_to_channels_last)

@@ -1,0 +1,140 @@
+"""Pipeline placement (contiguous, cost-balanced) and spatial crops at the GAN scales.
+
+The multi-rank equivalence of pipelined runs is in test_distributed.py."""
+import itertools
+import random
+
+import pytest
+import torch
+
+from hpgen import engine as eng
+from hpgen.config import load_config
+from hpgen.data import load_training_data
+from hpgen.errors import HpgenError
+from hpgen.methods.base import ScaleState
+from hpgen.methods.hpvaegan import HPVAEGANMethod
+from hpgen.placement import make_layout, partition, scale_costs
+from hpgen.pyramid import ScaleShape
+
+from conftest import BUNDLED, run_hpgen
+
+
+def _brute_force(costs, stages):
+    best = None
+    for cuts in itertools.combinations(range(1, len(costs)), stages - 1):
+        bounds = [0, *cuts, len(costs)]
+        worst = max(sum(costs[a:b]) for a, b in zip(bounds, bounds[1:]))
+        best = worst if best is None else min(best, worst)
+    return best
+
+
+def test_partition_is_contiguous_and_optimal():
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 9)
+        costs = [rng.uniform(0.1, 10) for _ in range(n)]
+        p = rng.randint(1, n)
+        starts = partition(costs, p)
+        assert starts[0] == 0 and starts == sorted(set(starts)) and len(starts) == p
+        bounds = [*starts, n]
+        worst = max(sum(costs[a:b]) for a, b in zip(bounds, bounds[1:]))
+        assert worst == pytest.approx(_brute_force(costs, p))
+
+
+def test_placement_balances_cost_not_scale_count():
+    # A 4/3 pyramid: the finest scale alone costs about as much as all coarser ones.
+    shapes = [ScaleShape(frames=13, height=round(32 * (4 / 3) ** k), width=round(57 * (4 / 3) ** k), rate=1)
+              for k in range(8)]
+    costs = scale_costs(shapes, num_blocks=5, gan_from=4)
+    layout, _ = make_layout(2, 0, 2, shapes, 5, 4)
+    assert layout.starts == (0, 7)  # by count it would be (0, 4)
+    assert [layout.owner(k) for k in range(8)] == [0] * 7 + [1]
+    share = sum(costs[:7]) / sum(costs)
+    assert 0.4 < share < 0.6
+
+
+def test_layout_grid_and_explicit_starts():
+    shapes = [ScaleShape(frames=3, height=10 + k, width=10 + k, rate=1) for k in range(5)]
+    layout, _ = make_layout(4, 3, 2, shapes, 3, 2, starts=[2])
+    assert (layout.stage, layout.replica, layout.replicas) == (1, 1, 2)
+    assert list(layout.scales(0)) == [0, 1] and list(layout.scales(1)) == [2, 3, 4]
+    assert layout.rank_of(0) == 2 and layout.rank_of(1, 0) == 1
+    for bad in ([0], [5], [3, 2]):
+        with pytest.raises(HpgenError, match="stage_starts"):
+            make_layout(6, 0, 2 if len(bad) == 1 else 3, shapes, 3, 2, starts=bad)
+    with pytest.raises(HpgenError, match="not a multiple"):
+        make_layout(3, 0, 2, shapes, 3, 2)
+    with pytest.raises(HpgenError, match="between 1 and 5"):
+        make_layout(6, 0, 6, shapes, 3, 2)
+
+
+def test_crop_below_the_receptive_field_is_a_one_line_error(tmp_path):
+    proc = run_hpgen("train", "--out", str(tmp_path / "r"), "--video", str(BUNDLED), "train.crop_height=9")
+    assert proc.returncode == 2 and "receptive field" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def gan_scale():
+    eng.setup_distributed("cpu")
+    over = [f'data.video="{BUNDLED}"', "data.max_clips=2", "pyramid.num_scales=3", "pyramid.min_height=16",
+            "pyramid.max_height=36", "pyramid.scale_factor=1.5", "pyramid.rates=[1,2]", "model.channels=8",
+            "model.latent_channels=8", "model.num_blocks=3", "train.vae_scales=1", "train.critic_steps=1",
+            "train.generator_steps=1"]
+    return over
+
+
+def _prefix(over, crop):
+    cfg = load_config(None, over + ([f"train.crop_height={crop[0]}", f"train.crop_width={crop[1]}"] if crop else []))
+    data = load_training_data(cfg)
+    torch.manual_seed(0)
+    method = HPVAEGANMethod(cfg)
+    model, critic = method.build_model(), None
+    n = 2
+    for k in range(n + 1):
+        critic = method.grow(model, critic, k)
+    method.param_groups(model, critic, n)
+    st = ScaleState(n, data.shapes, data.reals)
+    method.begin_scale(model, st)
+    torch.manual_seed(1)
+    method.begin_iteration(model, st)
+    return data, st
+
+
+def test_gan_phases_see_one_crop_of_real_prefix_and_reconstruction(gan_scale):
+    data, full = _prefix(gan_scale, None)
+    ch, cw = 12, 20
+    _, st = _prefix(gan_scale, (ch, cw))
+    s = data.shapes[2]
+    assert (s.height, s.width) != (ch, cw)
+    for i in range(data.reals[2].shape[0]):
+        real_c = st.cache["real"][i]
+        assert real_c.shape[-2:] == (ch, cw)
+        # Find the crop's window in the full real clip; the random prefix and the
+        # reconstruction input must be cut at that same window.
+        hits = [(y, x) for y in range(s.height - ch + 1) for x in range(s.width - cw + 1)
+                if torch.equal(data.reals[2][i, :, :, y:y + ch, x:x + cw], real_c)]
+        assert hits, "the real crop is not a window of the real clip"
+        y, x = hits[0]
+        torch.testing.assert_close(st.cache["fake_up"][i], full.cache["fake_up"][i, :, :, y:y + ch, x:x + cw])
+        torch.testing.assert_close(st.cache["recon_in"][i], full.cache["recon_in"][i, :, :, y:y + ch, x:x + cw])
+    assert all(z.shape[-2:] == (ch, cw) for z in st.cache["zn"])
+
+
+@pytest.mark.slow
+def test_training_on_crops_samples_full_frames(tmp_path):
+    run = tmp_path / "crop"
+    run_hpgen("train", "--out", str(run), "--no-progress", "--video", str(BUNDLED), "data.max_clips=1",
+              "pyramid.num_scales=3", "pyramid.min_height=16", "pyramid.max_height=36", "pyramid.scale_factor=1.5",
+              "pyramid.rates=[1,2]", "model.channels=8", "model.latent_channels=8", "model.num_blocks=3",
+              "train.vae_scales=1", "train.iters_per_scale=4", "train.critic_steps=1", "train.generator_steps=1",
+              "train.crop_height=12", "train.crop_width=16", "train.eval_metrics=[]", check=True,
+              env={"OMP_NUM_THREADS": "1"})
+    run_hpgen("sample", str(run), "--num", "2", "--out", str(tmp_path / "s"), check=True)
+    from hpgen.video import read_video
+
+    payload = torch.load(run / "generator.pt", weights_only=False)
+    fin = payload["shapes"][-1]
+    a = read_video(tmp_path / "s" / "sample_000.mp4")
+    assert a.shape == (fin["frames"], fin["height"], fin["width"], 3)
+    assert (fin["height"], fin["width"]) != (12, 16)
