@@ -304,7 +304,14 @@ def dry_run(cfg: Config) -> str:
     source, shapes, starts = plan(cfg)
     vae = ["vae" if cfg.train.method == "hpvaegan" and n < cfg.train.vae_scales else "gan"
            for n in range(len(shapes))]
+    cols = {"type": vae}
+    P = cfg.dist.pipeline_stages
+    layout, costs = make_layout(P, 0, P, shapes, cfg.model.num_blocks,
+                                cfg.train.vae_scales if cfg.train.method == "hpvaegan" else 0, cfg.dist.stage_starts)
+    if P > 1:
+        cols["stage"] = [layout.owner(n) for n in range(len(shapes))]
+        cols["cost"] = [f"{c / sum(costs):.1%}" for c in costs]
     return (f"# resolved config\n{dump_toml(cfg)}\n"
             f"# input: {source.path}: {source.num_frames} frames {source.info.height}x{source.info.width} "
             f"at {source.fps:.3g} fps; {len(starts)} clip(s) of {cfg.pyramid.clip_frames()} frames "
-            f"starting at {starts}\n# pyramid\n{format_table(shapes, {'type': vae})}")
+            f"starting at {starts}\n# pyramid\n{format_table(shapes, cols)}")

@@ -138,3 +138,12 @@ def test_training_on_crops_samples_full_frames(tmp_path):
     a = read_video(tmp_path / "s" / "sample_000.mp4")
     assert a.shape == (fin["frames"], fin["height"], fin["width"], 3)
     assert (fin["height"], fin["width"]) != (12, 16)
+
+
+def test_dry_run_shows_the_placement():
+    proc = run_hpgen("train", "--config", "configs/hpvaegan/paper.toml", "--video", str(BUNDLED), "--dry-run",
+                     "dist.pipeline_stages=2", check=True)
+    table = proc.stdout.split("# pyramid\n")[1].splitlines()
+    assert table[0].split()[-2:] == ["stage", "cost"]
+    stages = [int(row.split()[-2]) for row in table[1:]]
+    assert stages == sorted(stages) and set(stages) == {0, 1} and stages[-1] == 1
