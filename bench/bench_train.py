@@ -121,7 +121,7 @@ def real_reals(cfg, device) -> tuple[list, list[torch.Tensor]]:
 
 
 def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpointing: bool, iters: int,
-                warmup: int, device, count_flops: bool, sample: bool = False) -> dict:
+                warmup: int, device, count_flops: bool, sample: bool = False, profile: bool = False) -> dict:
     dev = torch.device(device)
     rss = RssPeak().__enter__()  # baseline before the scale's networks exist: they, their
     # optimiser states and the activations all count
@@ -177,6 +177,17 @@ def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpoin
     if flops is not None:
         out["flops_per_iter"] = flops
         out["tflops_per_s"] = flops / dt / 1e12
+    if profile:  # where one iteration's time goes: the top operators by self device (or CPU) time
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        with torch_profile(activities=acts) as prof:
+            run_iteration(method, model, critic, st, engines)
+            sync()
+        key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+        ops = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:25]
+        out["profile_top_ops"] = [{"op": e.key, "self_ms": getattr(e, key) / 1e3, "calls": e.count} for e in ops]
     if sample:  # one full-frame sample through G^0..G^n (what `hpgen sample` does), after training on crops
         del engines
         if dev.type == "cuda":
@@ -255,6 +266,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, help="finest frame count")
     ap.add_argument("--max-seconds", type=float, default=120.0, help="skip (and project) scales predicted slower")
     ap.add_argument("--flops", action="store_true", help="count FLOPs for achieved TFLOP/s (one more iteration)")
+    ap.add_argument("--profile", action="store_true", help="record the top operators of one iteration (torch.profiler)")
     ap.add_argument("--sample", action="store_true",
                     help="also time one full-frame sample at the scale (e.g. after training on train.crop_* crops)")
     ap.add_argument("--fit", action="store_true", help="GPU: try finest-scale sizes (--fit-sizes) and report which fit")
@@ -310,7 +322,7 @@ def main(argv=None) -> int:
                 else:
                     r = bench_scale(method, cfg, shapes, reals, n, precision=prec, checkpointing=ck,
                                     iters=args.iters, warmup=args.warmup, device=device, count_flops=args.flops,
-                                    sample=args.sample)
+                                    sample=args.sample, profile=args.profile)
                 results.append(r)
                 mem = r.get("peak_gpu_memory_gib", r.get("peak_rss_above_baseline_gib"))
                 extra = f", {r['tflops_per_s']:.1f} TFLOP/s" if "tflops_per_s" in r else ""
