@@ -258,7 +258,7 @@ def _peak_gib(dev: torch.device) -> float:
 def _checkpoint(run_dir: Path, engines: dict, n: int, step: int, scale_done: bool, cfg: Config) -> Path:
     meta = {"scale": n, "step": step, "scale_done": scale_done, "method": cfg.train.method}
     tag = f"scale{n:02d}-step{step:07d}"
-    return eng.save_checkpoint(run_dir / "checkpoints", tag, engines, meta, cfg.train.keep_checkpoints)
+    return eng.save_checkpoint(run_dir / "checkpoints", tag, engines, meta, cfg.train.keep_checkpoints, to_dict(cfg))
 
 
 @torch.no_grad()

@@ -221,6 +221,10 @@ def test_two_rank_pipeline_interrupted_by_sigusr1_resumes_to_the_same_weights(tm
     assert not (run / "generator.pt").exists()
     tag = latest.read_text()
     assert tag.startswith("scale02-") and not tag.endswith("0000024"), tag
+    # DeepSpeed client state: the meta, the resolved config and every rank's RNG state.
+    states = torch.load(run / "checkpoints" / tag / "g" / "mp_rank_00_model_states.pt", weights_only=False)
+    assert states["meta"]["scale"] == 2 and states["config"]["dist"]["pipeline_stages"] == 2
+    assert len(states["rng"]) == 2 and all("torch" in r for r in states["rng"])
     _torchrun(2, run, *args)
     a = torch.load(tmp_path / "ref" / "generator.pt", weights_only=False)["state_dict"]
     b = torch.load(run / "generator.pt", weights_only=False)["state_dict"]

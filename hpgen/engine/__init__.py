@@ -182,8 +182,23 @@ def set_rng_state(state: dict) -> None:
 # ---------------------------------------------------------------------------
 # checkpoints: <run>/checkpoints/<tag>/ written under a temporary name and renamed
 
-def save_checkpoint(ckpt_root: Path, tag: str, engines: dict, meta: dict, keep: int) -> Path:
-    """DeepSpeed checkpoints of every engine plus ``meta`` (JSON) and per-rank RNG states.
+def _gather_rng() -> list:
+    import torch.distributed as dist
+
+    mine = rng_state()
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [mine]
+    every: list = [None] * dist.get_world_size()
+    dist.all_gather_object(every, mine)
+    return every
+
+
+def save_checkpoint(ckpt_root: Path, tag: str, engines: dict, meta: dict, keep: int, config: dict | None = None
+                    ) -> Path:
+    """DeepSpeed checkpoints of every engine, with client state holding ``meta`` (scale,
+    step, ...), the resolved ``config`` and the RNG states of every rank; ``meta`` is also
+    written as meta.json, which is what resume reads first and what marks a complete
+    checkpoint. Noise amplitudes are model buffers, so they are in the module states.
 
     All ranks call this. The directory is written as ``.tmp-<tag>`` and renamed by rank 0
     after a barrier, then ``latest`` is replaced atomically, so a kill at any moment leaves
@@ -193,13 +208,13 @@ def save_checkpoint(ckpt_root: Path, tag: str, engines: dict, meta: dict, keep: 
     ckpt_root = Path(ckpt_root)
     tmp = ckpt_root / f".tmp-{tag}"
     final = ckpt_root / tag
+    client = {"meta": meta, "config": config, "rng": _gather_rng()}
     if info.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
     for name, engine in engines.items():
-        engine.save_checkpoint(str(tmp), tag=name)
-    torch.save(rng_state(), tmp / f"rng_rank{info.rank:03d}.pt")
+        engine.save_checkpoint(str(tmp), tag=name, client_state=client, save_latest=False)
     barrier()
     if info.is_main:
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -229,19 +244,21 @@ def read_meta(path: Path) -> dict:
     return json.loads((Path(path) / "meta.json").read_text())
 
 
-def load_checkpoint(path: Path, engines: dict) -> None:
-    """Restore every engine (weights, optimizer, buffers) and this rank's RNG state."""
+def load_checkpoint(path: Path, engines: dict) -> dict:
+    """Restore every engine (weights, optimizer, buffers) and this rank's RNG state; returns
+    the client state."""
     path = Path(path)
+    client: dict = {}
     for name, engine in engines.items():
-        engine.load_checkpoint(str(path), tag=name, load_module_strict=True)
-    rank = dist_info().rank
-    f = path / f"rng_rank{rank:03d}.pt"
-    if f.is_file():
-        set_rng_state(torch.load(f, weights_only=False))
-
-
-
-
+        _, client = engine.load_checkpoint(str(path), tag=name, load_module_strict=True)
+    rng = (client or {}).get("rng") or []
+    rank, world = dist_info().rank, dist_info().world_size
+    if len(rng) != world:
+        warnings.warn(f"{path} was written by {len(rng)} rank(s) and is resumed by {world}: the random streams "
+                      "restart, so the run will not equal an uninterrupted one")
+    elif rank < len(rng):
+        set_rng_state(rng[rank])
+    return client or {}
 
 
 # ---------------------------------------------------------------------------
