@@ -33,6 +33,11 @@ class PatchNNConfig:
     pm_iters_warm: int = _f(2, "PatchMatch iterations when the field is warm-started (previous EM step or level)")
     pm_steps: list = _f([4, 2, 1], "propagation jump lengths, cycled over iterations (jump flooding spreads good matches fast)")
     pm_random: int = _f(3, "random-search samples per position and iteration (radius halves each sample)")
+    pm_rescue_frac: float = _f(0.1, "cold start only: after the iterations, re-search this fraction of worst positions exactly in a PCA space (on real clips ~10% of positions hold ~95% of PatchMatch's excess distance; 0: off)")
+    pm_rescue_dim: int = _f(32, "PCA dims of that re-search (fitted on the key's patches; the best of pm_rescue_topk is kept by true distance)")
+    pm_rescue_topk: int = _f(8, "candidates per rescued position, re-ranked by true patch distance")
+    search_dim: int = _f(64, "inside generation, PatchMatch compares PCA projections of the patches to this many dims (fitted per level on the key; 0: full patches). A candidate then reads 64 values instead of 147*C (441 for RGB): 7x (float32) to 14x (float16) less memory traffic; voting still copies the true patches")
+    search_dtype: str = _f("auto", "storage of those descriptors: float32, float16, or auto (float16 on CUDA: half the bytes per candidate, and the search only ranks candidates; float32 on CPU, where half arithmetic is slow)")
     exact_max_pairs: float = _f(2.0e7, "use exact search instead of PatchMatch when query x key patch pairs are at most this")
     chunk: int = _f(0, "positions per chunk of patch distances (0: 8192 on CPU, 262144 on CUDA)")
     sample_seed: int = _f(0, "seed of sample 0; sample i uses sample_seed + i")
@@ -66,6 +71,12 @@ def validate_patchnn(cfg: PatchNNConfig) -> PatchNNConfig:
         raise HpgenError("patchnn.em_iters and em_iters_coarsest must be >= 1")
     if cfg.pm_iters < 0 or cfg.pm_iters_warm < 0 or cfg.pm_random < 0:
         raise HpgenError("patchnn PatchMatch iteration counts must be >= 0")
+    if not 0.0 <= cfg.pm_rescue_frac <= 1.0:
+        raise HpgenError("patchnn.pm_rescue_frac must be in [0, 1]")
+    if cfg.pm_rescue_dim < 0 or cfg.pm_rescue_topk < 0 or cfg.search_dim < 0:
+        raise HpgenError("patchnn.pm_rescue_dim, pm_rescue_topk and search_dim must be >= 0")
+    if cfg.search_dtype not in ("auto", "float32", "float16"):
+        raise HpgenError("patchnn.search_dtype must be auto, float32 or float16")
     if not cfg.pm_steps or any(int(s) < 1 for s in cfg.pm_steps):
         raise HpgenError("patchnn.pm_steps must be a non-empty list of positive integers")
     if cfg.frames_ratio <= 0:

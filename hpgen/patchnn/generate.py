@@ -29,23 +29,36 @@ from ..errors import HpgenError
 from ..pyramid import geometric_shapes, matched_shapes, resize
 from .config import PatchNNConfig, validate_patchnn
 from .exact import exact_nn
-from .patches import PatchGrid, vote
+from .patches import PatchGrid, _Grid, fit_pca, vote
 from .patchmatch import patchmatch, resize_field
 
 
 # ---------------------------------------------------------------------------
 # the VPNN layer
 
-def nearest_field(q: PatchGrid, k: PatchGrid, cfg: PatchNNConfig, init: torch.Tensor | None = None,
+def uses_exact(q: _Grid, k: _Grid, cfg: PatchNNConfig) -> bool:
+    """Whether ``nearest_field`` searches exhaustively (small levels, where it is cheaper)."""
+    return q.numel * k.numel <= cfg.exact_max_pairs
+
+
+def search_dtype(cfg: PatchNNConfig, device: torch.device) -> torch.dtype | None:
+    """dtype of the reduced search descriptors (None: the video's)."""
+    if cfg.search_dtype == "float16" or (cfg.search_dtype == "auto" and torch.device(device).type == "cuda"):
+        return torch.float16
+    return None
+
+
+def nearest_field(q: _Grid, k: _Grid, cfg: PatchNNConfig, init: torch.Tensor | None = None,
                   k_valid: torch.Tensor | None = None,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Field and distances of ``q`` to ``k``: exact when the level is small enough that brute
     force is cheaper than PatchMatch, else PatchMatch (warm-started from ``init``)."""
-    if q.numel * k.numel <= cfg.exact_max_pairs:
+    if uses_exact(q, k, cfg):
         return exact_nn(q, k, k_valid, cfg.chunk)
     iters = cfg.pm_iters if init is None else cfg.pm_iters_warm
     return patchmatch(q, k, iters=iters, init=init, k_valid=k_valid, steps=cfg.pm_steps,
-                      n_random=cfg.pm_random, chunk=cfg.chunk, generator=generator)
+                      n_random=cfg.pm_random, chunk=cfg.chunk, generator=generator,
+                      rescue_frac=cfg.pm_rescue_frac, rescue_dim=cfg.pm_rescue_dim, rescue_topk=cfg.pm_rescue_topk)
 
 
 def vpnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: PatchNNConfig | None = None, *,
@@ -105,7 +118,8 @@ def coarse_to_fine(levels: Sequence[Level], q0: torch.Tensor, cfg: PatchNNConfig
                 rgb = torch.where(lv.known, lv.known_query if lv.known_query is not None else lv.known_values, rgb)
             q = rgb if lv.q_aux is None else torch.cat((lv.q_aux, rgb), 0)
         iters = _em_iters(cfg, n, lv.out_thw)
-        k_grids = {}
+        k_grids, k_feats, basis = {}, {}, None
+        sdt = search_dtype(cfg, lv.v.device)
         for j in range(iters):
             k = lv.k_first if (j == 0 or not cfg.sharp_keys_after_first) else lv.k_rest
             kg = vg if k is lv.v else k_grids.get(id(k))
@@ -115,7 +129,17 @@ def coarse_to_fine(levels: Sequence[Level], q0: torch.Tensor, cfg: PatchNNConfig
             init = None
             if nnf is not None:
                 init = nnf if j > 0 else resize_field(nnf, prev_q_valid, prev_k_valid, qg.valid, kg)
-            nnf, _ = nearest_field(qg, kg, cfg, init, lv.k_valid, generator)
+            qs, ks = qg, kg
+            if 0 < cfg.search_dim < kg.dim and not uses_exact(qg, kg, cfg):
+                # Reduced descriptors for the search: one basis per level (fitted on its first
+                # key), each key projected once per level, the query once per EM iteration.
+                if basis is None:
+                    basis = fit_pca(kg, cfg.search_dim, generator=generator, k_valid=lv.k_valid)
+                ks = k_feats.get(id(k))
+                if ks is None:
+                    ks = k_feats[id(k)] = kg.project(basis, sdt)
+                qs = qg.project(basis, sdt)
+            nnf, _ = nearest_field(qs, ks, cfg, init, lv.k_valid, generator)
             prev_q_valid, prev_k_valid = qg.valid, kg.valid
             y = vote(vg, nnf, lv.out_thw, reduce=cfg.voting)
             if lv.known is not None:
