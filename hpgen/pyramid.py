@@ -145,7 +145,8 @@ def _lerp_frames(x: torch.Tensor, frames: int) -> torch.Tensor:
 
     Written as two frame gathers and a lerp rather than F.interpolate(mode="linear") on a
     (B, C*H*W, T) view: the CUDA kernel of the latter parallelises over the few output
-    frames only and took most of a full-HD VGPNN run (60 of 80 s on an H100)."""
+    frames only (pytorch/pytorch PR #180885) and took most of a full-HD VGPNN run (60 of
+    80 s on an H100)."""
     t = x.shape[2]
     pos = torch.arange(frames, device=x.device, dtype=torch.float64) * ((t - 1) / (frames - 1) if frames > 1 else 0.0)
     lo = pos.floor().clamp(max=t - 1).long()
