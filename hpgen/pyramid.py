@@ -176,6 +176,48 @@ def resize(video: torch.Tensor, thw: Sequence[int]) -> torch.Tensor:
     return x.squeeze(0) if squeeze else x
 
 
+Box = tuple[int, int, int, int]  # rows [y0, y1) and columns [x0, x1) of a frame
+
+
+def _bilinear_taps(out_lo: int, out_hi: int, src: int, out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices (i0, i1) and weight of i1 for output positions [out_lo, out_hi) of a
+    ``src`` -> ``out`` bilinear up-sampling without aligned corners (PyTorch's rule)."""
+    pos = ((torch.arange(out_lo, out_hi, dtype=torch.float64) + 0.5) * (src / out) - 0.5).clamp_min(0)
+    i0 = pos.floor().long().clamp(max=src - 1)
+    return i0, (i0 + 1).clamp(max=src - 1), pos - i0
+
+
+def source_box(box: Box, src_hw: Sequence[int], out_hw: Sequence[int]) -> Box:
+    """The rows and columns of a ``src_hw`` frame that ``resize`` to ``out_hw`` reads to make
+    the pixels of ``box`` (up-sampling or equal size)."""
+    y0, y1, x0, x1 = box
+    ys, _, _ = _bilinear_taps(y0, y1, src_hw[0], out_hw[0])
+    xs, _, _ = _bilinear_taps(x0, x1, src_hw[1], out_hw[1])
+    return (int(ys[0]), min(int(ys[-1]) + 2, src_hw[0]), int(xs[0]), min(int(xs[-1]) + 2, src_hw[1]))
+
+
+def resize_window(src: torch.Tensor, src_box: Box, src_hw: Sequence[int], thw: Sequence[int], box: Box) -> torch.Tensor:
+    """``resize(full, thw)[..., y0:y1, x0:x1]`` for ``box``, from only the ``src_box`` part of
+    ``full`` (``src`` is (B, C, t, rows, cols) of a frame of ``src_hw``; ``src_box`` must
+    contain ``source_box(box, ...)``). For training on crops of a large frame without
+    computing the whole frame below them. Up-sampling or equal sizes only: shrinking is
+    antialiased and reads a wider footprint."""
+    T, H, W = (int(v) for v in thw)
+    if H < src_hw[0] or W < src_hw[1]:
+        raise ValueError("resize_window up-samples only")
+    x = _lerp_frames(src, T) if src.shape[2] != T and src.shape[2] > 1 else src.expand(-1, -1, T, -1, -1)
+    y0, y1, x0, x1 = box
+    i0, i1, wy = _bilinear_taps(y0, y1, src_hw[0], H)
+    j0, j1, wx = _bilinear_taps(x0, x1, src_hw[1], W)
+    dev, dt = x.device, x.dtype
+    wy = wy.to(dev, dt).view(1, 1, 1, -1, 1)
+    wx = wx.to(dev, dt).view(1, 1, 1, 1, -1)
+    a, b = x.index_select(3, (i0 - src_box[0]).to(dev)), x.index_select(3, (i1 - src_box[0]).to(dev))
+    x = a + (b - a) * wy
+    a, b = x.index_select(4, (j0 - src_box[2]).to(dev)), x.index_select(4, (j1 - src_box[2]).to(dev))
+    return (a + (b - a) * wx).contiguous()
+
+
 def build_reals(clip: torch.Tensor, shapes: Sequence[ScaleShape]) -> list[torch.Tensor]:
     """Per-scale real videos from full-rate clips (C, T_full, H, W) or (B, C, T_full, H, W),
     decoded once.

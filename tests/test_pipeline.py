@@ -84,7 +84,7 @@ def gan_scale():
     return over
 
 
-def _prefix(over, crop):
+def _prefix(over, crop, seen=None):
     cfg = load_config(None, over + ([f"train.crop_height={crop[0]}", f"train.crop_width={crop[1]}"] if crop else []))
     data = load_training_data(cfg)
     torch.manual_seed(0)
@@ -96,6 +96,9 @@ def _prefix(over, crop):
     method.param_groups(model, critic, n)
     st = ScaleState(n, data.shapes, data.reals)
     method.begin_scale(model, st)
+    if seen is not None:  # record the frame sizes G^1 runs on in the random prefix
+        inner = model.refine_upsampled
+        model.refine_upsampled = lambda up, k, noise=None: (seen.append((k, up.shape[-2:])), inner(up, k, noise))[1]
     torch.manual_seed(1)
     method.begin_iteration(model, st)
     return data, st
@@ -104,8 +107,12 @@ def _prefix(over, crop):
 def test_gan_phases_see_one_crop_of_real_prefix_and_reconstruction(gan_scale):
     data, full = _prefix(gan_scale, None)
     ch, cw = 12, 20
-    _, st = _prefix(gan_scale, (ch, cw))
+    seen = []
+    _, st = _prefix(gan_scale, (ch, cw), seen)
     s = data.shapes[2]
+    # The random prefix ran G^1 only on windows under the crops, not on the whole frame.
+    g1 = [hw for k, hw in seen if k == 1]
+    assert g1 and all(hw[0] * hw[1] < data.shapes[1].height * data.shapes[1].width for hw in g1), g1
     assert (s.height, s.width) != (ch, cw)
     for i in range(data.reals[2].shape[0]):
         real_c = st.cache["real"][i]
