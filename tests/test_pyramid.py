@@ -111,3 +111,18 @@ def test_rescale_keeps_a_fixed_frame_pyramid_fixed():
     assert {s.frames for s in shapes} == {8}
     out = rescale_shapes(shapes, frames=16)
     assert [s.frames for s in out] == [16, 16, 16, 16]
+
+
+def test_resize_window_equals_a_window_of_resize():
+    from hpgen.pyramid import resize_window, source_box
+
+    torch.manual_seed(0)
+    for (t, h, w), (T, H, W) in [((4, 17, 30), (5, 23, 40)), ((7, 30, 53), (7, 30, 53)), ((1, 9, 9), (3, 12, 12))]:
+        full = torch.randn(2, 3, t, h, w, dtype=torch.float64)
+        ref = resize(full, (T, H, W))
+        for box in [(0, 5, 0, 7), (3, 11, 4, 9), (H - 6, H, W - 9, W), (0, H, 0, W)]:
+            sb = source_box(box, (h, w), (H, W))
+            got = resize_window(full[..., sb[0]:sb[1], sb[2]:sb[3]], sb, (h, w), (T, H, W), box)
+            torch.testing.assert_close(got, ref[..., box[0]:box[1], box[2]:box[3]], rtol=0, atol=1e-12)
+            # Up-sampling reads at most the box plus one tap row and column on each side.
+            assert sb[1] - sb[0] <= box[1] - box[0] + 2 and sb[3] - sb[2] <= box[3] - box[2] + 2
