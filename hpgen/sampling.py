@@ -24,7 +24,7 @@ def load_model(payload: dict, device):
 
 def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | None = None,
                height: int | None = None, width: int | None = None, device: str = "auto",
-               overwrite: bool = False, progress: bool = True) -> list[Path]:
+               overwrite: bool = False, progress: bool = True, tile: int = 0) -> list[Path]:
     payload = load_generator(Path(run_dir))
     ctx = InferenceContext.create(device)
     shapes = payload["shapes"]
@@ -35,6 +35,8 @@ def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | 
     existing = [p for p in targets if p.exists()]
     if existing and not overwrite:
         raise HpgenError(f"{existing[0]} already exists; pass --overwrite or choose another --out")
+    if tile < 0:
+        raise HpgenError("--tile must be >= 0")
     method, model = load_model(payload, ctx.device)
     fps = payload["fps"] / shapes[-1].rate
     written = []
@@ -43,7 +45,7 @@ def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | 
         # One generator per sample index: sample i is the same whatever the process count.
         g = torch.Generator(device=ctx.device).manual_seed(seed * 1_000_003 + i)
         with torch.no_grad(), ctx.autocast():
-            video = method.sample(model, shapes, batch=1, generator=g)[0].float()
+            video = method.sample(model, shapes, batch=1, generator=g, tile=tile)[0].float()
         written.append(write_video(targets[i], video, fps=fps))
     ctx.wait()
     return written

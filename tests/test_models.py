@@ -65,3 +65,20 @@ def test_image_mode_uses_2d_convolutions():
     shapes = [ScaleShape(1, 10, 14, 1), ScaleShape(1, 13, 19, 1)]
     out = m.sample(shapes, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 3, 1, 13, 19)
+
+
+def test_tiled_sample_equals_the_whole_frame_sample():
+    """Windows of the frame, each from windows of the scales below, make the same video."""
+    torch.manual_seed(0)
+    model = HPVAEGAN(channels=8, latent_channels=8, num_blocks=3, vae_scales=1)
+    for _ in range(3):
+        model.grow()
+    model.noise_amps.fill_(0.2)
+    model.eval()
+    shapes = [ScaleShape(3, 10, 17, 2), ScaleShape(4, 14, 24, 2), ScaleShape(5, 19, 33, 1), ScaleShape(5, 26, 45, 1)]
+    with torch.no_grad():
+        whole = model.sample(shapes, batch=2, generator=torch.Generator().manual_seed(5))
+        for tile in (7, 16, 64):
+            tiled = model.sample(shapes, batch=2, generator=torch.Generator().manual_seed(5), tile=tile)
+            assert tiled.shape == whole.shape
+            torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)

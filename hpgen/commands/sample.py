@@ -1,4 +1,4 @@
-"""hpgen sample RUN_DIR --num N --out DIR [--seed S] [--frames T] [--height H --width W]"""
+"""hpgen sample RUN_DIR --num N --out DIR [--seed S] [--frames T] [--height H --width W] [--tile PX]"""
 from __future__ import annotations
 
 
@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--width", type=int, help="output width (default: keeps the aspect ratio)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda")
     p.add_argument("--overwrite", action="store_true", help="replace existing sample files")
+    p.add_argument("--tile", type=int, default=0,
+                   help="build the finest frame from PX x PX tiles (HP-VAE-GAN): memory follows the tile, "
+                        "the video is the same; for frames too large to sample whole")
     p.set_defaults(func=run)
 
 
@@ -22,7 +25,8 @@ def run(args) -> int:
     from ..sampling import sample_run
 
     paths = sample_run(args.run_dir, args.num, args.out, seed=args.seed, frames=args.frames,
-                       height=args.height, width=args.width, device=args.device, overwrite=args.overwrite)
+                       height=args.height, width=args.width, device=args.device, overwrite=args.overwrite,
+                       tile=args.tile)
     for p in paths:
         print(p)
     return 0

@@ -23,7 +23,8 @@ import torch
 
 from .. import losses
 from ..models import HPVAEGAN, PatchCritic
-from ..pyramid import resize, resize_window, source_box
+from ..models.hpvaegan import Windows
+from ..pyramid import resize
 from .base import ScaleState
 
 Phase = tuple[str, Callable[[], tuple[torch.Tensor, dict]]]
@@ -59,8 +60,8 @@ class HPVAEGANMethod:
         return model
 
     @staticmethod
-    def sample(model: HPVAEGAN, shapes, batch: int = 1, generator=None, stop=None) -> torch.Tensor:
-        return model.sample(shapes, batch=batch, generator=generator, stop=stop)
+    def sample(model: HPVAEGAN, shapes, batch: int = 1, generator=None, stop=None, tile: int = 0) -> torch.Tensor:
+        return model.sample(shapes, batch=batch, generator=generator, stop=stop, tile=tile)
 
     def uses_critic(self, model: HPVAEGAN, n: int) -> bool:
         return model.is_gan_scale(n)
@@ -180,40 +181,17 @@ class HPVAEGANMethod:
             return  # another stage trains scale n
         st.cache["fake_up"], st.cache["recon_in"], st.cache["real"] = fake_up, cut(recon_up), cut(st.reals[n])
 
-    def _windowed_prefix(self, model: HPVAEGAN, st: ScaleState, z, noises, offsets, crop) -> torch.Tensor:
+    @staticmethod
+    def _windowed_prefix(model: HPVAEGAN, st: ScaleState, z, noises, offsets, crop) -> torch.Tensor:
         """up(x^{n-1}) of the random path on each clip's crop window, computed from windows of
-        the scales below: a window of x^k needs up(x^{k-1}) and z_k on the window grown by the
-        generator's reach (the rest of the frame cannot influence it), and a window of up(x^k)
-        needs the few source rows and columns its bilinear taps read. Scales whose window
-        covers the frame are computed whole. Equal to cropping the full-frame prefix up to
-        rounding; at full HD it avoids most of the prefix's work and memory."""
-        n, reach = st.n, self.cfg.model.num_blocks * (self.cfg.model.kernel // 2)
-        hw = [(s.height, s.width) for s in st.shapes]
+        the scales below (``models.hpvaegan.Windows``) instead of whole frames: equal to
+        cropping the full-frame prefix up to rounding, and at full HD most of the prefix's
+        work and memory is saved."""
         out = []
         for i, (y, x) in enumerate(offsets):
-            whole: dict[int, torch.Tensor] = {}
-
-            def full(k):
-                if k not in whole:
-                    zk = None if noises[k] is None else noises[k][i:i + 1]
-                    whole[k] = model.decode(z[i:i + 1]) if k == 0 else model.refine(full(k - 1), k, st.shapes[k], zk)
-                return whole[k]
-
-            def window(k, box):
-                if k == 0 or box == (0, hw[k][0], 0, hw[k][1]):
-                    return full(k)[..., box[0]:box[1], box[2]:box[3]]
-                e = (max(box[0] - reach, 0), min(box[1] + reach, hw[k][0]),
-                     max(box[2] - reach, 0), min(box[3] + reach, hw[k][1]))
-                up = upsampled(k, e)
-                zk = None if noises[k] is None else noises[k][i:i + 1, :, :, e[0]:e[1], e[2]:e[3]]
-                xe = up + model.refine_upsampled(up, k, zk)
-                return xe[..., box[0] - e[0]:box[1] - e[0], box[2] - e[2]:box[3] - e[2]]
-
-            def upsampled(k, box):
-                src = source_box(box, hw[k - 1], hw[k])
-                return resize_window(window(k - 1, src), src, hw[k - 1], st.shapes[k].thw, box)
-
-            out.append(upsampled(n, (y, y + crop[0], x, x + crop[1])))
+            clip = [None if v is None else v[i:i + 1] for v in noises]
+            win = Windows(model, z[i:i + 1], st.shapes, clip)
+            out.append(win.up(st.n, (y, y + crop[0], x, x + crop[1])))
         return torch.cat(out)
 
     def _random_fake(self, model: HPVAEGAN, st: ScaleState, i: int) -> torch.Tensor:

@@ -66,7 +66,9 @@ class SinGANMethod:
         return model
 
     @staticmethod
-    def sample(model: SinGANStack, shapes, batch: int = 1, generator=None, stop=None, factor: int = 1):
+    def sample(model: SinGANStack, shapes, batch: int = 1, generator=None, stop=None, factor: int = 1, tile: int = 0):
+        if tile:
+            raise HpgenError("tiled sampling (--tile) is implemented for hpvaegan runs only")
         return model.sample(factor_shapes(shapes, factor), batch=batch, generator=generator, stop=stop, factor=factor)
 
     def grow(self, model: SinGANStack, critic, n: int):

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..pyramid import ScaleShape, resize
+from ..pyramid import Box, ScaleShape, resize, resize_window, source_box
 from .encoder import PatchEncoder
 from .generator import ScaleGenerator
 
@@ -111,8 +111,68 @@ class HPVAEGAN(nn.Module):
         return outs if return_all else x
 
     def sample(self, shapes: Sequence[ScaleShape], batch: int = 1, generator: torch.Generator | None = None,
-               stop: int | None = None) -> torch.Tensor:
-        """A random video: z' ~ N(0, I) through G^0 .. G^stop (Eq. 9)."""
+               stop: int | None = None, tile: int = 0) -> torch.Tensor:
+        """A random video: z' ~ N(0, I) through G^0 .. G^stop (Eq. 9).
+
+        ``tile`` > 0 builds the finest frame from ``tile`` x ``tile`` windows (``Windows``), so
+        activation memory follows the tile, not the frame; same noise, same video up to
+        rounding."""
         p = self.noise_amps
         z = torch.randn(self.latent_shape(batch, shapes[0]), device=p.device, generator=generator)
-        return self.synthesize(z.to(next(self.parameters()).dtype), shapes, stop=stop, generator=generator)
+        z = z.to(next(self.parameters()).dtype)
+        if not tile:
+            return self.synthesize(z, shapes, stop=stop, generator=generator)
+        stop = self.num_scales - 1 if stop is None else stop
+        # The same draws, in the same order, as synthesize makes them.
+        noises = [None] + [self.make_noise(n, shapes[n], batch, generator) for n in range(1, stop + 1)]
+        win = Windows(self, z, shapes, noises)
+        s = shapes[stop]
+        rows = []
+        for y in range(0, s.height, tile):
+            rows.append(torch.cat([win.x(stop, (y, min(y + tile, s.height), x, min(x + tile, s.width)))
+                                   for x in range(0, s.width, tile)], dim=-1))
+        return torch.cat(rows, dim=-2)
+
+
+class Windows:
+    """Eq. 9 evaluated on windows of the frame instead of whole frames, for a fixed latent
+    ``z`` and per-scale noises ``noises[k]`` (full-frame, None where a scale takes none).
+
+    A window of x^k needs up(x^{k-1}) and z_k on the window grown by the generator's reach
+    (``num_blocks * (kernel // 2)`` pixels: nothing further away influences it, and where the
+    grown window meets the frame edge the zero padding is the frame's own), and a window of
+    up(x^k) needs only the rows and columns its bilinear taps read. Scales whose window
+    covers the frame are computed whole, once. Training on crops uses it for the random
+    prefix; tiled sampling for the finest frame. Frozen (eval-mode) generators only: in
+    training mode BatchNorm would normalise with the window's statistics."""
+
+    def __init__(self, model: HPVAEGAN, z: torch.Tensor, shapes: Sequence[ScaleShape],
+                 noises: Sequence[torch.Tensor | None]):
+        self.model, self.z, self.shapes, self.noises = model, z, shapes, noises
+        self.reach = model._arch["num_blocks"] * (model._arch["kernel"] // 2)
+        self.hw = [(s.height, s.width) for s in shapes]
+        self._whole: dict[int, torch.Tensor] = {}
+
+    def whole(self, k: int) -> torch.Tensor:
+        if k not in self._whole:
+            self._whole[k] = self.model.decode(self.z) if k == 0 else \
+                self.model.refine(self.whole(k - 1), k, self.shapes[k], self.noises[k])
+        return self._whole[k]
+
+    def x(self, k: int, box: Box) -> torch.Tensor:
+        """x^k on ``box`` (rows y0:y1, columns x0:x1)."""
+        h, w = self.hw[k]
+        if k == 0 or box == (0, h, 0, w):
+            return self.whole(k)[..., box[0]:box[1], box[2]:box[3]]
+        r = self.reach
+        e = (max(box[0] - r, 0), min(box[1] + r, h), max(box[2] - r, 0), min(box[3] + r, w))
+        up = self.up(k, e)
+        zk = self.noises[k]
+        zk = None if zk is None else zk[..., e[0]:e[1], e[2]:e[3]]
+        xe = up + self.model.refine_upsampled(up, k, zk)
+        return xe[..., box[0] - e[0]:box[1] - e[0], box[2] - e[2]:box[3] - e[2]]
+
+    def up(self, k: int, box: Box) -> torch.Tensor:
+        """up(x^{k-1}) at scale k's size, on ``box``."""
+        src = source_box(box, self.hw[k - 1], self.hw[k])
+        return resize_window(self.x(k - 1, src), src, self.hw[k - 1], self.shapes[k].thw, box)
