@@ -83,6 +83,8 @@ class TrainConfig:
     crop_height: int = _f(0, "GAN scales train on random crops this many pixels high (0: full frames); the "
                              "generators are convolutional, so sampling and reconstruction stay full-frame")
     crop_width: int = _f(0, "crop width at the GAN scales (0: full frames)")
+    sample_tile: int = _f(0, "end-of-scale snapshots build the frame from tiles of this many pixels (hpvaegan; 0: "
+                             "whole frames); with crops, when a whole frame does not fit in memory")
     seed: int = _f(0, "random seed of the run")
     log_every: int = _f(50, "steps between scalar logs")
     checkpoint_every: int = _f(500, "steps between resumable checkpoints")
@@ -269,6 +271,8 @@ def validate(cfg) -> None:
                              "training with two engines does not support)")
         if d.pipeline_stages < 1 or d.micro_batches < 1:
             raise HpgenError("dist.pipeline_stages and dist.micro_batches must be >= 1")
+        if tr.sample_tile < 0 or (tr.sample_tile and tr.method != "hpvaegan"):
+            raise HpgenError("train.sample_tile must be >= 0, and tiled snapshots exist for hpvaegan only")
         if tr.crop_height < 0 or tr.crop_width < 0:
             raise HpgenError("train.crop_height and train.crop_width must be >= 0 (0: full frames)")
         rf = cfg.model.num_blocks * (cfg.model.kernel - 1) + 1

@@ -272,7 +272,8 @@ def _snapshot(method, model, mon: Monitor, run_dir: Path, st: ScaleState, n: int
     model.eval()
     g = torch.Generator(device=st.reals[0].device).manual_seed(cfg.train.seed + 12345)
     count = max(1, cfg.train.eval_samples)
-    fakes = [method.sample(model, st.shapes, batch=1, generator=g, stop=n)[0].float() for _ in range(count)]
+    tile = {"tile": cfg.train.sample_tile} if cfg.train.sample_tile else {}
+    fakes = [method.sample(model, st.shapes, batch=1, generator=g, stop=n, **tile)[0].float() for _ in range(count)]
     fake = fakes[0]
     for m, t in was_training.items():
         m.train(t)

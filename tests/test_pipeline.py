@@ -135,8 +135,9 @@ def test_training_on_crops_samples_full_frames(tmp_path):
               "pyramid.num_scales=3", "pyramid.min_height=16", "pyramid.max_height=36", "pyramid.scale_factor=1.5",
               "pyramid.rates=[1,2]", "model.channels=8", "model.latent_channels=8", "model.num_blocks=3",
               "train.vae_scales=1", "train.iters_per_scale=4", "train.critic_steps=1", "train.generator_steps=1",
-              "train.crop_height=12", "train.crop_width=16", "train.eval_metrics=[]", check=True,
+              "train.crop_height=12", "train.crop_width=16", "train.sample_tile=12", "train.eval_metrics=[]", check=True,
               env={"OMP_NUM_THREADS": "1"})
+    assert (run / "samples" / "scale_02.mp4").is_file()  # the end-of-scale snapshot, built from tiles
     run_hpgen("sample", str(run), "--num", "2", "--out", str(tmp_path / "s"), check=True)
     run_hpgen("sample", str(run), "--num", "1", "--out", str(tmp_path / "t"), "--tile", "10", check=True)
     from hpgen.video import read_video
