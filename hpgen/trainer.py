@@ -104,8 +104,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
         raise HpgenError(f"train.method={cfg.train.method} does not support data or pipeline parallelism yet "
                          "(its noise and clip choice are per rank); run it on one rank")
     feed = make_feed(cfg, dp_rank, dp_size)
-    layout, costs = make_layout(info.world_size, info.rank, P, feed.shapes, cfg.model.num_blocks,
-                                cfg.train.vae_scales if cfg.train.method == "hpvaegan" else 0, cfg.dist.stage_starts)
+    layout, costs = _layout(cfg, feed.shapes, info.world_size, info.rank)
     pipe = pl.Pipeline(layout, dev, cfg.dist.micro_batches)
     ckpt = prepare_run_dir(run_dir, cfg, resume, info.is_main)
     eng.barrier()
@@ -237,6 +236,16 @@ def run_iteration(method, model, critic, st: ScaleState, engines: dict, pipeline
     return stats
 
 
+def _gan_from(cfg: Config) -> int:
+    """First adversarial scale (the SinGAN family is adversarial from scale 0)."""
+    return cfg.train.vae_scales if cfg.train.method == "hpvaegan" else 0
+
+
+def _layout(cfg: Config, shapes, world_size: int, rank: int):
+    return make_layout(world_size, rank, cfg.dist.pipeline_stages, shapes, cfg.model.num_blocks, _gan_from(cfg),
+                       cfg.dist.stage_starts)
+
+
 def _sync_owned_buffers(method, model, critic, n: int, layout) -> None:
     """Pipelined runs: BatchNorm statistics and spectral-norm vectors move only where a
     network runs; copy them from its stage (first replica) to every rank before a
@@ -272,8 +281,8 @@ def _snapshot(method, model, mon: Monitor, run_dir: Path, st: ScaleState, n: int
     model.eval()
     g = torch.Generator(device=st.reals[0].device).manual_seed(cfg.train.seed + 12345)
     count = max(1, cfg.train.eval_samples)
-    tile = {"tile": cfg.train.sample_tile} if cfg.train.sample_tile else {}
-    fakes = [method.sample(model, st.shapes, batch=1, generator=g, stop=n, **tile)[0].float() for _ in range(count)]
+    fakes = [method.sample(model, st.shapes, batch=1, generator=g, stop=n, tile=cfg.train.sample_tile)[0].float()
+             for _ in range(count)]
     fake = fakes[0]
     for m, t in was_training.items():
         m.train(t)
@@ -303,12 +312,10 @@ def dry_run(cfg: Config) -> str:
     from .data import plan
 
     source, shapes, starts = plan(cfg)
-    vae = ["vae" if cfg.train.method == "hpvaegan" and n < cfg.train.vae_scales else "gan"
-           for n in range(len(shapes))]
-    cols = {"type": vae}
+    gan_from = _gan_from(cfg)
+    cols = {"type": ["gan" if n >= gan_from else "vae" for n in range(len(shapes))]}
     P = cfg.dist.pipeline_stages
-    layout, costs = make_layout(P, 0, P, shapes, cfg.model.num_blocks,
-                                cfg.train.vae_scales if cfg.train.method == "hpvaegan" else 0, cfg.dist.stage_starts)
+    layout, costs = _layout(cfg, shapes, P, 0)  # one replica's view
     if P > 1:
         cols["stage"] = [layout.owner(n) for n in range(len(shapes))]
         cols["cost"] = [f"{c / sum(costs):.1%}" for c in costs]

@@ -90,12 +90,19 @@ def device_for(device: str, info: DistInfo) -> torch.device:
     return torch.device(device)
 
 
+def multi_rank() -> bool:
+    """True when a process group with more than one rank is up (collectives are needed)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def any_rank(flag: bool) -> bool:
     """True on every rank if it is True on any (e.g. a pre-emption signal seen by one rank),
     so all ranks stop at the same step and meet in the same checkpoint barrier."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not multi_rank():
         return flag
     t = torch.tensor([1.0 if flag else 0.0])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -113,7 +120,7 @@ def dist_info() -> DistInfo:
 def barrier() -> None:
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if multi_rank():
         dist.barrier()
 
 
@@ -186,7 +193,7 @@ def _gather_rng() -> list:
     import torch.distributed as dist
 
     mine = rng_state()
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not multi_rank():
         return [mine]
     every: list = [None] * dist.get_world_size()
     dist.all_gather_object(every, mine)
@@ -252,12 +259,12 @@ def load_checkpoint(path: Path, engines: dict) -> dict:
     for name, engine in engines.items():
         _, client = engine.load_checkpoint(str(path), tag=name, load_module_strict=True)
     rng = (client or {}).get("rng") or []
-    rank, world = dist_info().rank, dist_info().world_size
-    if len(rng) != world:
-        warnings.warn(f"{path} was written by {len(rng)} rank(s) and is resumed by {world}: the random streams "
-                      "restart, so the run will not equal an uninterrupted one")
-    elif rank < len(rng):
-        set_rng_state(rng[rank])
+    info = dist_info()
+    if len(rng) == info.world_size:
+        set_rng_state(rng[info.rank])
+    else:
+        warnings.warn(f"{path} was written by {len(rng)} rank(s) and is resumed by {info.world_size}: the random "
+                      "streams restart, so the run will not equal an uninterrupted one")
     return client or {}
 
 

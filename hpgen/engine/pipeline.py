@@ -34,12 +34,9 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ..placement import Layout
+from . import multi_rank
 
 Step = Callable[[int, "torch.Tensor | None", int], "tuple[torch.Tensor, torch.Tensor | None]"]
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 @dataclass
@@ -63,7 +60,7 @@ class Pipeline:
     def __init__(self, layout: Layout, device: torch.device, micro_batches: int = 1):
         self.layout, self.device, self.micro_batches = layout, device, micro_batches
         self.dp_group = None
-        if _distributed() and layout.stages > 1 and layout.replicas > 1:
+        if multi_rank() and layout.stages > 1 and layout.replicas > 1:
             # new_group is collective: every rank creates every stage's group, in order.
             for p in range(layout.stages):
                 ranks = [layout.rank_of(p, d) for d in range(layout.replicas)]
@@ -159,7 +156,7 @@ def reduce_gradients(engine) -> None:
 
 
 def world_sum(t: torch.Tensor) -> torch.Tensor:
-    if not _distributed():
+    if not multi_rank():
         return t
     out = t.detach().clone()
     dist.all_reduce(out)
@@ -168,7 +165,7 @@ def world_sum(t: torch.Tensor) -> torch.Tensor:
 
 def sync_buffers(module: nn.Module, src: int) -> None:
     """Copy every buffer of ``module`` from rank ``src`` (its owner) to all ranks."""
-    if not _distributed():
+    if not multi_rank():
         return
     for b in module.buffers():
         dist.broadcast(b.data, src=src)
@@ -176,7 +173,7 @@ def sync_buffers(module: nn.Module, src: int) -> None:
 
 def gather_stats(stats: dict[str, float]) -> dict[str, float]:
     """Average logged scalars over the ranks that report them (stages report different keys)."""
-    if not _distributed():
+    if not multi_rank():
         return stats
     every: list = [None] * dist.get_world_size()
     dist.all_gather_object(every, stats)
