@@ -14,7 +14,9 @@ frames T..2T-1; the default cold-start ``patchmatch`` call with the config's val
 CPU exact search over all queries takes ~15 min, so by default it runs on a random
 subset of 16000 query positions (``--ratio-sample``; both means over the same subset).
 Each generation size also gets a time breakdown from one extra run (search, voting,
-PCA fit, projection; CUDA-synchronised around each call). Targets: CPU <= 60 s at
+PCA fit, projection; CUDA-synchronised around each call; ``--no-breakdown`` skips it).
+On CPU, ru_maxrss is the peak of the whole process, so with ``--full-hd`` it is the
+full-HD run's peak. Targets: CPU <= 60 s at
 144x256x13; GPU <= 1 s and <= 30 s at 1080p; PatchMatch/exact <= 1.05.
 """
 from __future__ import annotations
@@ -97,7 +99,7 @@ def breakdown(run, dev: torch.device) -> dict:
 
 
 def bench_generation(clip: torch.Tensor, thw: tuple[int, int, int], dev: torch.device, cfg: PatchNNConfig,
-                     repeats: int) -> dict:
+                     repeats: int, phases: bool = True) -> dict:
     x = resize(clip[:, :thw[0]], thw).to(dev)
     ins, outs = pyramid_plan(thw, thw, cfg)
     # warm-up: allocator, kernels, threads (a small generation on the same device)
@@ -113,9 +115,11 @@ def bench_generation(clip: torch.Tensor, thw: tuple[int, int, int], dev: torch.d
         times.append(time.perf_counter() - t0)
     assert tuple(y.shape[1:]) == thw
     peak = _peak_mb(dev)
-    phases = breakdown(lambda: generate(x, cfg, out_shape=thw, seed=0), dev)
-    return {"output_thw": list(thw), "levels": len(ins), "seconds": [round(t, 3) for t in times],
-            "best_seconds": round(min(times), 3), **peak, "breakdown_seconds": phases}
+    res = {"output_thw": list(thw), "levels": len(ins), "seconds": [round(t, 3) for t in times],
+           "best_seconds": round(min(times), 3), **peak}
+    if phases:
+        res["breakdown_seconds"] = breakdown(lambda: generate(x, cfg, out_shape=thw, seed=0), dev)
+    return res
 
 
 def bench_ratio(clip: torch.Tensor, thw: tuple[int, int, int], dev: torch.device, cfg: PatchNNConfig,
@@ -182,6 +186,8 @@ def main(argv=None) -> int:
                     help="override a patchnn config value, e.g. search_dim=0 (repeatable)")
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per size (best is reported)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--no-breakdown", dest="breakdown", action="store_false",
+                    help="skip the extra run per size that times the phases (a full-HD CPU run takes ~9 min)")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -203,10 +209,10 @@ def main(argv=None) -> int:
            "device_type": dev.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
            "video": str(args.video), "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}
     if not args.no_generation:
-        res["gen_144x256x13"] = bench_generation(clip, (13, 144, 256), dev, cfg, args.repeats)
+        res["gen_144x256x13"] = bench_generation(clip, (13, 144, 256), dev, cfg, args.repeats, args.breakdown)
         print("144x256x13:", res["gen_144x256x13"], flush=True)
         if full_hd:
-            res["gen_1080x1920x13"] = bench_generation(clip, (13, 1080, 1920), dev, cfg, args.repeats)
+            res["gen_1080x1920x13"] = bench_generation(clip, (13, 1080, 1920), dev, cfg, args.repeats, args.breakdown)
             print("1080x1920x13:", res["gen_1080x1920x13"], flush=True)
     res["patchmatch_vs_exact"] = bench_ratio(clip, args.ratio_size, dev, cfg, sample)
     print("patchmatch/exact:", res["patchmatch_vs_exact"], flush=True)

@@ -195,7 +195,13 @@ def test_projected_descriptors_are_patches_times_basis():
     assert torch.allclose(f.feats, g.all_patches() @ basis, atol=1e-4)
     coords = g.coords_of(torch.tensor([0, 7, g.numel - 1]))
     assert torch.allclose(f.gather(coords), g.gather(coords) @ basis, atol=1e-4)
-    assert g.project(basis, torch.float16).feats.dtype == torch.float16
+    # projected a frame at a time (the bounded-memory path a full-HD level takes): the same
+    assert torch.equal(g.project(basis, chunk_values=1).feats, f.feats)
+    # float16 storage; on CPU gathered descriptors come back as float32 for the arithmetic
+    h = g.project(basis, torch.float16)
+    assert h.feats.dtype == torch.float16 and h.dtype == torch.float32
+    assert h.gather(coords).dtype == torch.float32
+    assert torch.allclose(h.gather(coords), f.gather(coords), rtol=2e-3, atol=2e-3)
     # a full basis keeps distances exactly
     full = g.project(fit_pca(g, g.dim))
     nnf = g.coords_of(torch.randperm(g.numel, generator=torch.Generator().manual_seed(1)))
@@ -239,3 +245,28 @@ def test_new_search_options_are_validated():
                     ({"search_dtype": "bf16"}, "search_dtype")]:
         with pytest.raises(HpgenError, match=key):
             generate(torch.zeros(3, 6, 36, 64), PatchNNConfig(**kw))
+
+
+def test_generation_keeps_at_most_one_set_of_descriptors_alive(monkeypatch):
+    """Each level's blurred first key and every EM step's query are projected, and at full
+    HD each set of descriptors is gigabytes: when a new set is made, no other query set and
+    no stale key set may still be alive (only the current key's, while its query is made)."""
+    import gc
+    import weakref
+
+    made, alive_at_projection = [], []
+    original = PatchGrid.project
+
+    def spy(self, *args, **kwargs):
+        gc.collect()
+        alive_at_projection.append(sum(r() is not None for r in made))
+        out = original(self, *args, **kwargs)
+        made.append(weakref.ref(out))
+        return out
+
+    monkeypatch.setattr(PatchGrid, "project", spy)
+    x = clip(TREE, 8)
+    generate(x, PatchNNConfig(exact_max_pairs=0, max_levels=3, em_iters=3), seed=0)
+    # coarsest level: one EM step (key + query); then per level 2 keys (blurred, sharp) + 3 queries
+    assert len(made) == 2 + 2 * 5
+    assert max(alive_at_projection) <= 1, alive_at_projection

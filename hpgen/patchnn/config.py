@@ -37,7 +37,7 @@ class PatchNNConfig:
     pm_rescue_dim: int = _f(32, "PCA dims of that re-search (fitted on the key's patches; the best of pm_rescue_topk is kept by true distance)")
     pm_rescue_topk: int = _f(8, "candidates per rescued position, re-ranked by true patch distance")
     search_dim: int = _f(64, "inside generation, PatchMatch compares PCA projections of the patches to this many dims (fitted per level on the key; 0: full patches). A candidate then reads 64 values instead of 147*C (441 for RGB): 7x (float32) to 14x (float16) less memory traffic; voting still copies the true patches")
-    search_dtype: str = _f("auto", "storage of those descriptors: float32, float16, or auto (float16 on CUDA: half the bytes per candidate, and the search only ranks candidates; float32 on CPU, where half arithmetic is slow)")
+    search_dtype: str = _f("auto", "storage of those descriptors: float32, float16, or auto (= float16: half the memory and half the bytes per candidate, and the search only ranks candidates; on CPU, where half arithmetic is slow, gathered descriptors are compared in float32)")
     exact_max_pairs: float = _f(2.0e7, "use exact search instead of PatchMatch when query x key patch pairs are at most this")
     chunk: int = _f(0, "positions per chunk of patch distances (0: 8192 on CPU, 262144 on CUDA)")
     sample_seed: int = _f(0, "seed of sample 0; sample i uses sample_seed + i")

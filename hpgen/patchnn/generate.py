@@ -41,11 +41,9 @@ def uses_exact(q: _Grid, k: _Grid, cfg: PatchNNConfig) -> bool:
     return q.numel * k.numel <= cfg.exact_max_pairs
 
 
-def search_dtype(cfg: PatchNNConfig, device: torch.device) -> torch.dtype | None:
-    """dtype of the reduced search descriptors (None: the video's)."""
-    if cfg.search_dtype == "float16" or (cfg.search_dtype == "auto" and torch.device(device).type == "cuda"):
-        return torch.float16
-    return None
+def search_dtype(cfg: PatchNNConfig) -> torch.dtype | None:
+    """Storage dtype of the reduced search descriptors (None: the video's)."""
+    return None if cfg.search_dtype == "float32" else torch.float16
 
 
 def nearest_field(q: _Grid, k: _Grid, cfg: PatchNNConfig, init: torch.Tensor | None = None,
@@ -119,12 +117,18 @@ def coarse_to_fine(levels: Sequence[Level], q0: torch.Tensor, cfg: PatchNNConfig
             q = rgb if lv.q_aux is None else torch.cat((lv.q_aux, rgb), 0)
         iters = _em_iters(cfg, n, lv.out_thw)
         k_grids, k_feats, basis = {}, {}, None
-        sdt = search_dtype(cfg, lv.v.device)
+        sdt = search_dtype(cfg)
         for j in range(iters):
             k = lv.k_first if (j == 0 or not cfg.sharp_keys_after_first) else lv.k_rest
+            if id(k) not in k_grids:
+                # The key changed (blurred -> sharp) and never changes back: drop the old
+                # key's rows and descriptors (at full HD they are gigabytes).
+                k_grids.clear()
+                k_feats.clear()
             kg = vg if k is lv.v else k_grids.get(id(k))
             if kg is None:
-                kg = k_grids[id(k)] = PatchGrid(k, ps)
+                kg = PatchGrid(k, ps)
+            k_grids[id(k)] = kg
             qg = PatchGrid(q, ps)
             init = None
             if nnf is not None:
@@ -140,6 +144,7 @@ def coarse_to_fine(levels: Sequence[Level], q0: torch.Tensor, cfg: PatchNNConfig
                     ks = k_feats[id(k)] = kg.project(basis, sdt)
                 qs = qg.project(basis, sdt)
             nnf, _ = nearest_field(qs, ks, cfg, init, lv.k_valid, generator)
+            del qs, ks  # the query's descriptors are not reused: free them before voting
             prev_q_valid, prev_k_valid = qg.valid, kg.valid
             y = vote(vg, nnf, lv.out_thw, reduce=cfg.voting)
             if lv.known is not None:

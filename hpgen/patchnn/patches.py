@@ -17,7 +17,8 @@ projection of the 147*C-dim patches to a few dozen dims (``fit_pca`` on the key'
 patches, ``PatchGrid.project``: one 3D convolution). Every position then holds one
 contiguous short vector, so a candidate costs one ``index_select`` of ``search_dim``
 values (64 by default) instead of kt*kh rows of kw*C floats (441): 7x less gathered and
-compared in float32, 14x in float16. Voting always uses the true patches.
+compared in float32, 14x in float16 (stored as float16 by default; on CPU a gathered
+chunk is compared in float32). Voting always uses the true patches.
 """
 from __future__ import annotations
 
@@ -71,9 +72,20 @@ class _Grid:
         return self.gather(self.coords_of(flat))
 
 
+def compute_dtype(storage: torch.dtype, device: torch.device | str) -> torch.dtype:
+    """dtype that distances of ``storage`` descriptors are computed in: the storage's on
+    CUDA, float32 for half storage on CPU (whose half arithmetic is slow, while converting
+    a gathered chunk costs nothing measurable: 8192 x 64 gathers + distances took the same
+    time from float16 storage as from float32)."""
+    if torch.device(device).type == "cpu" and storage in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return storage
+
+
 class FeatureGrid(_Grid):
     """Per-position descriptors (numel, d) on a valid grid (e.g. PCA-projected patches):
-    same interface as ``PatchGrid`` for searching (``gather`` etc.), not for voting."""
+    same interface as ``PatchGrid`` for searching (``gather`` etc.), not for voting.
+    ``dtype`` is the dtype gathered descriptors are returned in (``compute_dtype``)."""
 
     def __init__(self, feats: torch.Tensor, valid: Sequence[int]):
         self.valid = tuple(int(v) for v in valid)
@@ -81,14 +93,14 @@ class FeatureGrid(_Grid):
             raise ValueError(f"expected ({self.numel}, d) descriptors, got {tuple(feats.shape)}")
         self.feats = feats
         self.device = feats.device
-        self.dtype = feats.dtype
+        self.dtype = compute_dtype(feats.dtype, feats.device)
         self.dim = feats.shape[1]
 
     def gather(self, coords: torch.Tensor) -> torch.Tensor:
-        return self.feats.index_select(0, self.flat_of(coords))
+        return self.feats.index_select(0, self.flat_of(coords)).to(self.dtype)
 
     def all_patches(self) -> torch.Tensor:
-        return self.feats
+        return self.feats.to(self.dtype)
 
 
 class PatchGrid(_Grid):
@@ -140,17 +152,29 @@ class PatchGrid(_Grid):
         idx = (r.unsqueeze(1) + self.row_offsets).reshape(-1)
         return self.rows.index_select(0, idx).view(coords.shape[1], self.dim)
 
-    def project(self, basis: torch.Tensor, dtype: torch.dtype | None = None) -> FeatureGrid:
+    def project(self, basis: torch.Tensor, dtype: torch.dtype | None = None,
+                chunk_values: int = 1 << 26) -> FeatureGrid:
         """Descriptors ``patch @ basis`` of every position, basis (dim, d) as from ``fit_pca``:
-        one 3D convolution of the video, O(video x d) memory; stored as ``dtype`` (default:
-        the video's)."""
+        a 3D convolution of the video, stored as ``dtype`` (default: the video's).
+
+        The convolution runs a few output frames at a time (about ``chunk_values`` values
+        each) and each chunk is written straight into the (positions, d) result, so the only
+        memory beyond the descriptors is one chunk. At 1080x1920x13 the descriptors are
+        5.8 GB in float32; a whole-video convolution plus its transpose needed twice that,
+        which ran a 23 GB machine out of memory."""
         kt, kh, kw = self.ksize
         d = basis.shape[1]
+        tv, hv, wv = self.valid
         # Patch vector index ((a*kh + b)*kw + c)*C + ch  <->  conv weight [:, ch, a, b, c].
         w = basis.t().reshape(d, kt, kh, kw, self.channels).permute(0, 4, 1, 2, 3)
-        out = torch.nn.functional.conv3d(self.video.unsqueeze(0), w.to(self.video.dtype).contiguous())[0]
-        feats = out.reshape(d, -1).t()
-        return FeatureGrid(feats.to(dtype or feats.dtype).contiguous(), self.valid)
+        w = w.to(self.video.dtype).contiguous()
+        feats = torch.empty((self.numel, d), device=self.device, dtype=dtype or self.video.dtype)
+        frames = max(1, chunk_values // max(1, d * hv * wv))
+        for t0 in range(0, tv, frames):
+            t1 = min(t0 + frames, tv)
+            out = torch.nn.functional.conv3d(self.video[:, t0:t1 + kt - 1].unsqueeze(0), w)[0]
+            feats[t0 * hv * wv:t1 * hv * wv] = out.reshape(d, -1).t()
+        return FeatureGrid(feats, self.valid)
 
 
 def fit_pca(grid: PatchGrid, dim: int, samples: int = 8192, generator: torch.Generator | None = None,
