@@ -16,7 +16,8 @@ subset of 16000 query positions (``--ratio-sample``; both means over the same su
 Each generation size also gets a time breakdown from one extra run (search, voting,
 PCA fit, projection; CUDA-synchronised around each call; ``--no-breakdown`` skips it).
 On CPU, ru_maxrss is the peak of the whole process, so with ``--full-hd`` it is the
-full-HD run's peak. Targets: CPU <= 60 s at
+full-HD run's peak. ``estimated_peak_mb`` is ``hpgen.patchnn.budget``'s estimate, which
+the CLI checks against free memory before decoding. Targets: CPU <= 60 s at
 144x256x13; GPU <= 1 s and <= 30 s at 1080p; PatchMatch/exact <= 1.05.
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torch  # noqa: E402
 
 import hpgen.patchnn  # noqa: E402,F401
 from hpgen.inference import resolve_device  # noqa: E402
+from hpgen.patchnn.budget import estimate_bytes  # noqa: E402
 from hpgen.patchnn import PatchGrid, PatchNNConfig, generate, patch_distances, patchmatch, pyramid_plan  # noqa: E402
 from hpgen.pyramid import resize  # noqa: E402
 from hpgen.video import read_video, to_tensor  # noqa: E402
@@ -115,8 +117,9 @@ def bench_generation(clip: torch.Tensor, thw: tuple[int, int, int], dev: torch.d
         times.append(time.perf_counter() - t0)
     assert tuple(y.shape[1:]) == thw
     peak = _peak_mb(dev)
+    est = estimate_bytes(thw, thw, cfg, channels=x.shape[0], device=dev.type)
     res = {"output_thw": list(thw), "levels": len(ins), "seconds": [round(t, 3) for t in times],
-           "best_seconds": round(min(times), 3), **peak}
+           "best_seconds": round(min(times), 3), **peak, "estimated_peak_mb": round(est / 2**20, 1)}
     if phases:
         res["breakdown_seconds"] = breakdown(lambda: generate(x, cfg, out_shape=thw, seed=0), dev)
     return res

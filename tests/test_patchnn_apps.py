@@ -163,3 +163,39 @@ def test_cli_bad_inputs_give_one_line_errors(tmp_path, capsys):
         assert _cli(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("hpgen: error:") and word in err and "\n" not in err, err
+
+
+def test_cli_refuses_a_run_larger_than_free_memory_before_decoding(tmp_path, capsys, monkeypatch):
+    """An input too large for the machine gets one line with the estimate and what to change,
+    before any frame is decoded and before anything is written; --no-memory-check runs anyway."""
+    if not BALLOONS.exists():
+        pytest.skip("shared test data not found")
+    from hpgen.patchnn import budget
+    from hpgen.patchnn.config import PatchNNConfig
+    from hpgen.video import VideoSource
+
+    cfg = PatchNNConfig()
+    n = VideoSource(BALLOONS).num_frames  # all of them, at 360 px
+    small = budget.estimate_bytes((6, 36, 64), (5, 36, 64), cfg)
+    large = budget.estimate_bytes((n, 360, 640), (round(0.75 * n), 360, 640), cfg)
+    assert large > 2 * small  # the estimate follows the size (linear in voxels, plus fixed buffers)
+    # pretend the machine has room for the small run only
+    monkeypatch.setattr(budget, "available_bytes", lambda device: (small + large) // 2)
+    decoded = []
+    monkeypatch.setattr(VideoSource, "read", lambda self, idx: decoded.append(idx))
+    out = tmp_path / "big"
+    argv = ["patchnn", str(BALLOONS), "--out", str(out), "--device", "cpu", "--input-height", "360"]
+    assert _cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hpgen: error: VGPNN ({n}x360x") and "GiB" in err and "--no-memory-check" in err
+    assert "\n" not in err
+    assert not decoded and not out.exists()
+    monkeypatch.undo()
+    # the same limit lets the small run through, and the flag skips the check
+    monkeypatch.setattr(budget, "available_bytes", lambda device: (small + large) // 2)
+    assert _cli(["patchnn", str(BALLOONS), "--out", str(tmp_path / "ok"), "--device", "cpu", "--input-height",
+                 "36", "--input-frames", "6", "--frames", "5"]) == 0
+    monkeypatch.setattr(budget, "available_bytes", lambda device: 0)
+    assert _cli(["patchnn", str(BALLOONS), "--out", str(tmp_path / "forced"), "--device", "cpu",
+                 "--input-height", "36", "--input-frames", "6", "--frames", "5", "--no-memory-check"]) == 0
+    assert (tmp_path / "forced" / "sample_000.mp4").exists()

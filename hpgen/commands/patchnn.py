@@ -47,11 +47,13 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: cuda when available)")
     p.add_argument("--fps", type=float, default=0, help="output fps (default: the input's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing sample files in --out")
+    p.add_argument("--no-memory-check", action="store_true",
+                   help="run even if the estimated peak memory exceeds the device's free memory")
     p.set_defaults(func=run)
 
 
-def _read(path: str, start: int, max_frames: int, height: int):
-    """uint8 frames of ``path`` (frames start..start+max_frames, height ``height``) and fps."""
+def _open(path: str, start: int, max_frames: int, height: int):
+    """(source, frame indices to use, (T, H, W) after ``--input-*``), without decoding."""
     from ..video import VideoSource
 
     src = VideoSource(path)
@@ -59,17 +61,32 @@ def _read(path: str, start: int, max_frames: int, height: int):
     if start < 0 or start >= n:
         raise HpgenError(f"{path} has {n} frames; --start-frame {start} is out of range")
     idx = list(range(start, n if not max_frames else min(n, start + max_frames)))
+    h, w = src.info.height, src.info.width
+    if height and height != h:
+        h, w = int(height), max(1, round(w * height / h))
+    return src, idx, (len(idx), h, w)
+
+
+def _check_memory(args, in_thw, out_thw, pc, dev) -> None:
+    """Refuse, before any frame is decoded, a run whose estimated peak exceeds the free memory."""
+    if args.no_memory_check:
+        return
+    from ..patchnn.budget import check_fits
+
+    check_fits(in_thw, out_thw, pc, dev, what="VGPNN")
+
+
+def _read(src, idx, thw):
+    """uint8 frames ``idx`` of ``src`` at the size of ``thw``, and the fps."""
     frames = src.read(idx)
-    if height and height != src.info.height:
+    if tuple(frames.shape[1:3]) != tuple(thw[1:]):
         # Resize with the shared resampler, not at decode time: decord's resizing readers
         # fail when two videos of different sizes are decoded in one process.
         from ..pyramid import resize
         from ..video import to_frames, to_tensor
 
-        h, w = src.info.height, src.info.width
-        size = (len(idx), int(height), max(1, round(w * height / h)))
-        frames = to_frames(resize(to_tensor(frames), size))
-    return frames, src.fps, src
+        frames = to_frames(resize(to_tensor(frames), thw))
+    return frames, src.fps
 
 
 def run(args) -> int:
@@ -118,9 +135,12 @@ def run(args) -> int:
     if analogy_mode:
         from ..patchnn.analogy import dynamic_structure, sketch_structure, analogy
 
-        style, fps, _ = _read(args.style, args.start_frame, args.input_frames, args.input_height)
-        lay_path = args.content or args.sketch
-        lay, lay_fps, _ = _read(lay_path, args.start_frame, args.input_frames, args.input_height)
+        ssrc, sidx, sthw = _open(args.style, args.start_frame, args.input_frames, args.input_height)
+        lsrc, lidx, lthw = _open(args.content or args.sketch, args.start_frame, args.input_frames,
+                                 args.input_height)
+        _check_memory(args, sthw, (args.frames or lthw[0], args.height or lthw[1], args.width or lthw[2]), pc, dev)
+        style, fps = _read(ssrc, sidx, sthw)
+        lay, lay_fps = _read(lsrc, lidx, lthw)
         if args.sketch:
             dc = sketch_structure(lay, cfg.analogy.clusters)
         else:
@@ -136,7 +156,12 @@ def run(args) -> int:
     else:
         from ..patchnn.generate import default_out_shape, generate, inpaint
 
-        frames, fps, src = _read(args.video, args.start_frame, args.input_frames, args.input_height)
+        src, idx, thw = _open(args.video, args.start_frame, args.input_frames, args.input_height)
+        if args.mask and (args.frames or args.height or args.width):
+            raise HpgenError("inpainting keeps the input's size; drop --frames/--height/--width")
+        shape = thw if args.mask else default_out_shape(thw, pc, args.frames, args.height, args.width)
+        _check_memory(args, thw, shape, pc, dev)
+        frames, fps = _read(src, idx, thw)
         x = to_tensor(frames).to(dev)
         if args.mask:
             from ..pyramid import resize
@@ -148,8 +173,6 @@ def run(args) -> int:
                 raise HpgenError(f"the mask is {msrc.num_frames}x{msrc.info.height}x{msrc.info.width} but the video is "
                                  f"{src.num_frames}x{src.info.height}x{src.info.width} (frames x height x width); "
                                  f"it needs the same size (or one frame)")
-            if args.frames or args.height or args.width:
-                raise HpgenError("inpainting keeps the input's size; drop --frames/--height/--width")
             midx = None if msrc.num_frames == 1 else list(range(args.start_frame, args.start_frame + len(frames)))
             m = torch.from_numpy(msrc.read(midx if midx is not None else [0]).max(-1)).float()
             m = resize(m.unsqueeze(0), (m.shape[0], *frames.shape[1:3]))[0]
@@ -158,8 +181,6 @@ def run(args) -> int:
             def make(seed):
                 return inpaint(x, mask, pc, seed=seed, progress=f"inpaint seed {seed}")
         else:
-            shape = default_out_shape(tuple(x.shape[1:]), pc, args.frames, args.height, args.width)
-
             def make(seed):
                 return generate(x, pc, out_shape=shape, seed=seed, noise=not args.retarget,
                                 progress=f"sample seed {seed}")
