@@ -29,6 +29,7 @@ import torch
 
 from ..errors import HpgenError
 from .config import PatchNNConfig
+from .patches import PROJECT_CHUNK_VALUES, default_vote_budget
 
 #: resident size of a Python process with torch imported (CPU), measured ~0.3-0.4 GB
 PROCESS_BYTES = 400 * 2**20
@@ -60,12 +61,11 @@ def estimate_bytes(in_thw: Sequence[int], out_thw: Sequence[int], cfg: PatchNNCo
         stored = 4 if cfg.search_dtype == "float32" else 2
         frame_values = cfg.search_dim * (in_thw[1] - ps[1] + 1) * (in_thw[2] - ps[2] + 1)
         total += (p_in + p_out) * cfg.search_dim * stored
-        total += max(1 << 26, frame_values) * value  # one projection chunk
+        total += max(PROJECT_CHUNK_VALUES, frame_values) * value  # one projection chunk
     else:
         total += kw * channels * (v_in + v_out) * value
     total += 3 * 3 * p_out * 8 + 2 * p_out * 4  # fields and distances
-    budget = 2 ** 28 if device == "cuda" else 2 ** 25  # patches.vote's default
-    total += budget * value
+    total += default_vote_budget(device) * value
     if device != "cuda":
         total += PROCESS_BYTES
     return int(total)

@@ -29,6 +29,16 @@ import torch
 from ..errors import HpgenError
 
 
+#: values per chunk of ``PatchGrid.project``'s convolution (256 MB in float32)
+PROJECT_CHUNK_VALUES = 1 << 26
+
+
+def default_vote_budget(device: torch.device | str) -> int:
+    """Floats in the median vote stack of one output slab: 2^25 (128 MB) on CPU, where a
+    smaller stack stays closer to cache, 2^28 (1 GB) on CUDA, for fewer, larger kernels."""
+    return 2 ** 28 if torch.device(device).type == "cuda" else 2 ** 25
+
+
 def default_chunk(device: torch.device | str, chunk: int = 0) -> int:
     """Positions per distance chunk: small on CPU (the gathered patches stay in cache),
     large on CUDA (fewer kernel launches; 262144 positions x 441 floats = 0.46 GB)."""
@@ -153,7 +163,7 @@ class PatchGrid(_Grid):
         return self.rows.index_select(0, idx).view(coords.shape[1], self.dim)
 
     def project(self, basis: torch.Tensor, dtype: torch.dtype | None = None,
-                chunk_values: int = 1 << 26) -> FeatureGrid:
+                chunk_values: int = PROJECT_CHUNK_VALUES) -> FeatureGrid:
         """Descriptors ``patch @ basis`` of every position, basis (dim, d) as from ``fit_pca``:
         a 3D convolution of the video, stored as ``dtype`` (default: the video's).
 
@@ -301,6 +311,6 @@ def vote(v: torch.Tensor | PatchGrid, nnf: torch.Tensor, out_thw: Sequence[int],
         return _vote_mean(grid, nnf, (To, Ho, Wo))
     if reduce == "median":
         if not budget:
-            budget = 2 ** 28 if grid.device.type == "cuda" else 2 ** 25
+            budget = default_vote_budget(grid.device)
         return _vote_median(grid, nnf, (To, Ho, Wo), budget)
     raise HpgenError(f"unknown voting '{reduce}' (use median or mean)")
