@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import sys
 import time
 from collections import defaultdict
@@ -38,6 +37,7 @@ import torch  # noqa: E402
 
 import hpgen.patchnn  # noqa: E402,F401
 from hpgen.inference import resolve_device  # noqa: E402
+from hpgen.monitor import peak_memory_gib  # noqa: E402
 from hpgen.patchnn.budget import estimate_bytes  # noqa: E402
 from hpgen.patchnn import PatchGrid, PatchNNConfig, generate, patch_distances, patchmatch, pyramid_plan  # noqa: E402
 from hpgen.pyramid import resize  # noqa: E402
@@ -61,11 +61,8 @@ def _peak_reset(dev: torch.device) -> None:
 
 
 def _peak_mb(dev: torch.device) -> dict:
-    if dev.type == "cuda":
-        return {"peak_cuda_allocated_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)}
-    # ru_maxrss is KiB on Linux, bytes on macOS; it is the process's peak so far.
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_rss_mb": round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)}
+    key = "peak_cuda_allocated_mb" if dev.type == "cuda" else "peak_rss_mb"  # RSS: the process's peak so far
+    return {key: round(peak_memory_gib(dev) * 1024, 1)}
 
 
 def breakdown(run, dev: torch.device) -> dict:

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import torch  # noqa: E402
 from hpgen.config import load_config  # noqa: E402
 from hpgen.inference import resolve_device  # noqa: E402
 from hpgen.methods import get_method  # noqa: E402
+from hpgen.monitor import peak_memory_gib  # noqa: E402
 from hpgen.pyramid import rescale_shapes, shapes_from_config  # noqa: E402
 
 
@@ -55,10 +55,7 @@ def measure(args, tile: int) -> dict:
         video = method.sample(model, shapes, batch=1, generator=g, tile=tile)
         sync()
     out = {"tile": tile, "seconds": time.perf_counter() - t0, "shape": list(video.shape), "precision": args.precision}
-    if device.type == "cuda":
-        out["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    else:
-        out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    out["peak_gpu_memory_gib" if device.type == "cuda" else "peak_rss_gib"] = peak_memory_gib(device)
     return out
 
 

@@ -16,6 +16,19 @@ import torch
 from .video import strip, to_frames
 
 
+def peak_memory_gib(device: torch.device | str) -> float:
+    """Peak memory so far: allocated on a CUDA device, the process's resident size on CPU
+    (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**30 if sys.platform == "darwin" else 2**20)
+
+
 class Monitor:
     def __init__(self, run_dir: Path, enabled: bool = True):
         self.enabled = enabled

@@ -101,12 +101,18 @@ class Layout:
         return "; ".join(parts)
 
 
-def make_layout(world_size: int, rank: int, stages: int, shapes: Sequence[ScaleShape], num_blocks: int,
-                gan_from: int, starts: Sequence[int] = ()) -> tuple[Layout, list[float]]:
-    """The layout for ``stages`` pipeline stages, from explicit ``starts`` or balanced by cost."""
+def replica_of(world_size: int, rank: int, stages: int) -> tuple[int, int]:
+    """(this rank's replica, the number of replicas D) in a world of ``stages`` x D ranks."""
     if world_size % stages:
         raise HpgenError(f"world size {world_size} is not a multiple of dist.pipeline_stages={stages} "
                          "(world = P x D)")
+    return rank // stages, world_size // stages
+
+
+def make_layout(world_size: int, rank: int, stages: int, shapes: Sequence[ScaleShape], num_blocks: int,
+                gan_from: int, starts: Sequence[int] = ()) -> tuple[Layout, list[float]]:
+    """The layout for ``stages`` pipeline stages, from explicit ``starts`` or balanced by cost."""
+    _, replicas = replica_of(world_size, rank, stages)
     costs = scale_costs(shapes, num_blocks, gan_from)
     if starts:
         starts = [int(s) for s in starts]
@@ -116,4 +122,4 @@ def make_layout(world_size: int, rank: int, stages: int, shapes: Sequence[ScaleS
         full = [0, *starts]
     else:
         full = partition(costs, stages)
-    return Layout(stages, world_size // stages, rank, tuple(full), len(shapes)), costs
+    return Layout(stages, replicas, rank, tuple(full), len(shapes)), costs

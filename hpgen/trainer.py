@@ -24,8 +24,8 @@ from .export import export_generator
 from .inference import resolve_device
 from .methods import get_method
 from .methods.base import ScaleState
-from .monitor import Monitor
-from .placement import make_layout
+from .monitor import Monitor, peak_memory_gib
+from .placement import make_layout, replica_of
 from .pyramid import format_table
 from .video import write_video
 
@@ -96,9 +96,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
     dev = eng.device_for(device, info)
     run_dir = Path(run_dir)
     P = cfg.dist.pipeline_stages
-    if info.world_size % P:
-        raise HpgenError(f"world size {info.world_size} is not a multiple of dist.pipeline_stages={P} (world = P x D)")
-    dp_rank, dp_size = info.rank // P, info.world_size // P  # this rank's replica, and D
+    dp_rank, dp_size = replica_of(info.world_size, info.rank, P)  # this rank's replica, and D
     method = get_method(cfg.train.method)(cfg)
     if info.world_size > 1 and not getattr(method, "data_parallel", False):
         raise HpgenError(f"train.method={cfg.train.method} does not support data or pipeline parallelism yet "
@@ -175,7 +173,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
                 done_steps = step + 1
                 if done_steps % cfg.train.log_every == 0 or done_steps == iters:
                     local = {k: float(v) for k, v in stats.items()}
-                    local[f"peak_gib/rank{info.rank}"] = _peak_gib(dev)
+                    local[f"peak_gib/rank{info.rank}"] = peak_memory_gib(dev)
                     last = pl.gather_stats(local)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()}, refresh=False)
                     vox = st.reals[n].numel() / 3 * cfg.train.log_every
@@ -254,14 +252,6 @@ def _sync_owned_buffers(method, model, critic, n: int, layout) -> None:
         return
     for module, k in method.owners(model, critic, n):
         pl.sync_buffers(module, layout.rank_of(layout.owner(k), 0))
-
-
-def _peak_gib(dev: torch.device) -> float:
-    if dev.type == "cuda":
-        return torch.cuda.max_memory_allocated(dev) / 2**30
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def _checkpoint(run_dir: Path, engines: dict, n: int, step: int, scale_done: bool, cfg: Config) -> Path:
