@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     from ..metrics.core import DEFAULT_METRICS, REGISTRY
 
     p = subparsers.add_parser(
-        "eval", help="compute SIFID, SVFID, diversity and NNF-diversity of generated videos",
+        "eval", help="compute SIFID, SVFID, diversity, NNF-diversity, coherence/completeness of generated videos",
         description="Score generated videos against the real video. Metrics: " +
                     "; ".join(f"{k}: {v.help}" for k, v in REGISTRY.items()) +
                     ". Numbers from different backbones/layers/sizes are not comparable (docs/metrics.md).")
@@ -36,6 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--c3d-sha256", default=None, help="expected sha256 of --c3d-weights")
     p.add_argument("--i3d-short-side", type=int, default=224, help="I3D input shorter side (default 224)")
     p.add_argument("--nnf-short-side", type=int, default=48, help="NNFDIV search shorter side (default 48; 0 = native)")
+    p.add_argument("--bidir-height", type=int, default=36,
+                   help="coherence/completeness search height (default 36; aspect kept, never enlarged; 0 = native)")
     p.set_defaults(func=run)
 
 
@@ -64,7 +66,8 @@ def run(args) -> int:
     if not fakes:
         raise HpgenError("no fake videos given")
     ev = Evaluator(real, metrics, ctx.device, c3d_weights=args.c3d_weights, c3d_sha256=args.c3d_sha256,
-                   i3d_short_side=args.i3d_short_side or None, nnf_short_side=args.nnf_short_side or None)
+                   i3d_short_side=args.i3d_short_side or None, nnf_short_side=args.nnf_short_side or None,
+                   bidir_height=args.bidir_height or None)
     with torch.no_grad():
         report = ev.evaluate(fakes, names)
     report["real"] = str(args.real)

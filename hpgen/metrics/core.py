@@ -2,7 +2,8 @@
 and the benchmark.
 
 Two kinds of metric:
-  * pair metrics compare one fake with the real video (SIFID, SVFID, NNFDIV);
+  * pair metrics compare one fake with the real video (SIFID, SVFID, NNFDIV,
+    coherence/completeness, max PSNR);
     reported per fake, plus mean and std over fakes;
   * set metrics describe the N fakes together (pixel diversity); need N >= 2.
 
@@ -37,10 +38,16 @@ REGISTRY: dict[str, MetricSpec] = {m.name: m for m in [
     MetricSpec("svfid", "pair", "lower", "SVFID, I3D Kinetics-400 Mixed_3c per-position features (shorter side 224)"),
     MetricSpec("svfid_c3d", "pair", "lower", "SVFID, C3D conv3b from --c3d-weights (the paper's backbone)"),
     MetricSpec("nnfdiv", "pair", "higher", "NNF-diversity: zlib ratio of the 3x3x3 nearest-neighbour displacement field"),
+    MetricSpec("coherence", "pair", "lower", "bidirectional similarity: RMSE of every 3x7x7 fake patch to its nearest "
+                                             "real patch, / the same for uniform noise (1 = noise, 0 = perfect)"),
+    MetricSpec("completeness", "pair", "lower", "bidirectional similarity: RMSE of every 3x7x7 real patch to its "
+                                                "nearest fake patch, / the same for uniform noise"),
     MetricSpec("diversity_gray", "set", "context", "pixel std over samples / std of real, grey level (reference code)"),
     MetricSpec("diversity_lab", "set", "context", "pixel std over samples / std of real, CIE LAB (paper text)"),
 ]}
-DEFAULT_METRICS = ("sifid", "sifid64", "svfid", "nnfdiv", "diversity_gray", "diversity_lab")
+DEFAULT_METRICS = ("sifid", "sifid64", "svfid", "nnfdiv", "coherence", "completeness", "diversity_gray",
+                   "diversity_lab")
+BIDIRECTIONAL = ("coherence", "completeness")
 
 
 def parse_metrics(names: Sequence[str] | str | None, c3d: bool = False) -> list[str]:
@@ -81,7 +88,9 @@ class Evaluator:
     c3d_layer: str = "conv3b"
     c3d_short_side: int | None = 112
     nnf_short_side: int | None = 48
+    bidir_height: int | None = 36
     _real_cache: dict = field(default_factory=dict, repr=False)
+    _bidir: object = field(default=None, repr=False)
 
     def __post_init__(self):
         self.metrics = parse_metrics(list(self.metrics), c3d=bool(self.c3d_weights))
@@ -106,7 +115,19 @@ class Evaluator:
             s["svfid_c3d_backbone"] = self.c3d.describe()
         if "nnfdiv" in self.metrics:
             s["nnfdiv"] = f"exact 3x3x3 NN search at shorter side {self.nnf_short_side}"
+        if set(BIDIRECTIONAL) & set(self.metrics):
+            from .bidirectional import describe
+
+            s["bidirectional"] = describe(self.real.shape[1:], self.bidir_height, self._bidir)
         return s
+
+    def bidirectional_reference(self):
+        """The real video at the bidirectional working size and its noise baselines (built once)."""
+        if self._bidir is None:
+            from .bidirectional import BidirectionalReference
+
+            self._bidir = BidirectionalReference(self.real, self.bidir_height)
+        return self._bidir
 
     def _features(self, video: torch.Tensor) -> dict:
         from .sifid import inception_features
@@ -137,8 +158,12 @@ class Evaluator:
             raise ValueError("call prepare_fake first: the fake must have the real's shape")
         fr, ff = self.real_features(), self._features(fake)
         out = {}
+        if set(BIDIRECTIONAL) & set(self.metrics):
+            bidir = self.bidirectional_reference().score(fake)  # both from one search
         for m in self.metrics:
-            if m == "sifid":
+            if m in BIDIRECTIONAL:
+                out[m] = bidir[m]
+            elif m == "sifid":
                 out[m] = sifid_from_features(fr["conv_4"], ff["conv_4"])
             elif m == "sifid64":
                 out[m] = sifid_from_features(fr["conv_2"], ff["conv_2"])

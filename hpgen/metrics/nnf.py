@@ -14,9 +14,9 @@ where D is the (3, T', H', W') displacement field cast to uint8 (mod 256), as in
 the authors' reference implementation. Lower = closer to a copy; pure noise
 gives a high value. For a set of samples we report the mean over samples.
 
-Search: exact (brute force, chunked ``||k||^2 - 2 q.k``) for now.
-TODO(lead): switch ``nearest_neighbour_field`` to the shared PatchMatch from
-hpgen/patchnn once it lands; the reference uses PatchMatch, which makes the
+Search: exact, through the project's one exact search (``hpgen.patchnn.exact``,
+chunked ``||k||^2 - 2 q.k``). TODO(lead): switch to the shared PatchMatch
+(hpgen/patchnn/patchmatch.py); the reference uses PatchMatch, which makes the
 native resolution affordable. Because exact search is quadratic in the number
 of patches, both videos are first resized (``hpgen.pyramid.resize``) to a
 shorter side of ``short_side`` (default 48), frame count kept; that size is
@@ -41,22 +41,16 @@ def video_patches(video: torch.Tensor, patch_size=(3, 3, 3)) -> tuple[torch.Tens
 
 @torch.no_grad()
 def nearest_neighbour_field(query_video: torch.Tensor, key_video: torch.Tensor,
-                            patch_size=(3, 3, 3), max_elems: int = 1 << 25) -> torch.Tensor:
+                            patch_size=(3, 3, 3), max_elems: int = 1 << 24) -> torch.Tensor:
     """Flat index into the key patch grid of each query patch's exact nearest neighbour
     (L2), shape (T', H', W') of the query grid. Ties go to the lowest index.
+    ``max_elems`` bounds the (query chunk x keys) score matrix."""
+    from ..patchnn.exact import exact_nn
+    from ..patchnn.patches import PatchGrid
 
-    This is the small interface NNFDIV needs; it is exact chunked search until the
-    shared PatchMatch (hpgen/patchnn) replaces it."""
-    q, qgrid = video_patches(query_video.float(), patch_size)
-    k, _ = video_patches(key_video.float(), patch_size)
-    k2 = (k * k).sum(1)
-    chunk = max(1, max_elems // max(1, k.shape[0]))
-    out = torch.empty(q.shape[0], dtype=torch.long, device=q.device)
-    for i in range(0, q.shape[0], chunk):
-        # ||q||^2 is constant per query row, so it does not change the argmin
-        d = torch.addmm(k2.unsqueeze(0), q[i:i + chunk], k.T, alpha=-2.0)
-        out[i:i + chunk] = d.argmin(1)
-    return out.view(qgrid)
+    q, k = PatchGrid(query_video.float(), patch_size), PatchGrid(key_video.float(), patch_size)
+    nnf, _ = exact_nn(q, k, chunk=max(1, max_elems // max(1, k.numel)))
+    return k.flat_of(nnf).view(q.valid)
 
 
 def displacement_field(indices: torch.Tensor, key_grid: tuple[int, int, int]) -> torch.Tensor:
