@@ -26,6 +26,7 @@ demo: setup
 	test -f $(RUN)/generator.pt || $(BIN)/hpgen train --config configs/hpvaegan/demo.toml --out $(RUN)
 	$(BIN)/hpgen sample $(RUN) --num 4 --out $(RUN)/videos --overwrite
 	@echo "Samples: $(RUN)/videos/   TensorBoard: $(BIN)/tensorboard --logdir $(RUN)/tb"
+	@echo "Contact sheet: $(RUN)/videos/contact_sheet.png"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -138,8 +138,9 @@ def test_training_on_crops_samples_full_frames(tmp_path):
               "train.crop_height=12", "train.crop_width=16", "train.sample_tile=12", "train.eval_metrics=[]", check=True,
               env={"OMP_NUM_THREADS": "1"})
     assert (run / "samples" / "scale_02.mp4").is_file()  # the end-of-scale snapshot, built from tiles
-    run_hpgen("sample", str(run), "--num", "2", "--out", str(tmp_path / "s"), check=True)
+    proc = run_hpgen("sample", str(run), "--num", "2", "--out", str(tmp_path / "s"), check=True)
     run_hpgen("sample", str(run), "--num", "1", "--out", str(tmp_path / "t"), "--tile", "10", check=True)
+    from hpgen.contact_sheet import ROW_GAP
     from hpgen.video import read_video
 
     payload = torch.load(run / "generator.pt", weights_only=False)
@@ -150,6 +151,10 @@ def test_training_on_crops_samples_full_frames(tmp_path):
     t = read_video(tmp_path / "t" / "sample_000.mp4")
     assert t.shape == a.shape and abs(t.astype(int) - a.astype(int)).mean() < 2
     assert (fin["height"], fin["width"]) != (12, 16)
+    # The contact sheet: the run's finest real video on top, then one row per sample.
+    sheet = tmp_path / "s" / "contact_sheet.png"
+    assert str(sheet) in proc.stdout.splitlines()
+    assert read_video(sheet)[0].shape[0] == 3 * fin["height"] + 2 * ROW_GAP
 
 
 def test_dry_run_shows_the_placement():

@@ -6,11 +6,13 @@
     hpgen patchnn --content C --style S --out DIR              # video analogy
     hpgen patchnn --sketch SKETCH --style S --out DIR          # sketch-to-video
 
-Outputs sample_000.mp4, sample_001.mp4, ... and the resolved config.toml in DIR.
+Outputs sample_000.mp4, sample_001.mp4, ... and the resolved config.toml in DIR, and for
+generation and inpainting contact_sheet.png (the input on top, then one row per sample).
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import HpgenError
@@ -195,4 +197,13 @@ def run(args) -> int:
         path = write_video(out / names[i], y, fps=args.fps or fps)
         print(f"wrote {path}  ({y.shape[1]}x{y.shape[2]}x{y.shape[3]} frames x height x width)")
     ctx.wait()
+    # A sheet where samples line up with their input: not for retargeting (a new size and
+    # aspect that the sheet would squash back) nor analogies (two inputs).
+    if ctx.is_main and not (analogy_mode or args.retarget):
+        from ..contact_sheet import write_samples_sheet
+
+        try:
+            print(f"wrote {write_samples_sheet(out / 'contact_sheet.png', [out / n for n in names], x)}")
+        except HpgenError as e:  # the samples are written; a sheet that cannot be drawn costs a warning
+            print(f"hpgen: warning: no contact sheet: {e}", file=sys.stderr)
     return 0

@@ -1,14 +1,24 @@
-"""hpgen sample RUN_DIR --num N --out DIR [--seed S] [--frames T] [--height H --width W] [--tile PX]"""
+"""hpgen sample RUN_DIR --num N --out DIR [--seed S] [--frames T] [--height H --width W] [--tile PX]
+
+Writes DIR/sample_000.mp4, ... and DIR/contact_sheet.png (the run's finest real video
+on top, then one row per sample), and prints their paths."""
 from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from ..errors import HpgenError
 
 
 def register(sub) -> None:
     p = sub.add_parser("sample", help="write random videos from a trained run",
-                       description="Random samples from RUN_DIR/generator.pt (nothing else is read). "
+                       description="Random samples from RUN_DIR/generator.pt, and a contact sheet of them under "
+                                   "the run's finest real video (RUN_DIR/reals/, when present). "
                                    "Under `accelerate launch` the samples are shared between processes.")
     p.add_argument("run_dir")
     p.add_argument("--num", type=int, default=4, help="number of samples")
-    p.add_argument("--out", required=True, help="output directory for sample_000.mp4, ...")
+    p.add_argument("--out", required=True, help="output directory for sample_000.mp4, ... and contact_sheet.png")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, help="frames of the output (default: as trained)")
     p.add_argument("--height", type=int, help="output height (default: as trained)")
@@ -21,7 +31,21 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def finest_real(run_dir) -> Path | None:
+    """RUN_DIR/reals/scale_XX.mp4 with the largest XX (the training input at the finest
+    scale), or None when the run directory has no reals."""
+    found = []
+    for p in (Path(run_dir) / "reals").glob("scale_*.mp4"):
+        m = re.fullmatch(r"scale_(\d+)\.mp4", p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return max(found)[1] if found else None
+
+
 def run(args) -> int:
+    from accelerate import PartialState
+
+    from ..contact_sheet import write_samples_sheet
     from ..sampling import sample_run
 
     paths = sample_run(args.run_dir, args.num, args.out, seed=args.seed, frames=args.frames,
@@ -29,4 +53,12 @@ def run(args) -> int:
                        tile=args.tile)
     for p in paths:
         print(p)
+    # sample_run returns this process's files and waits for the others; the main process
+    # draws the sheet of all of them (sample_run's file names).
+    if args.num > 0 and PartialState().is_main_process:
+        every = [Path(args.out) / f"sample_{i:03d}.mp4" for i in range(args.num)]
+        try:
+            print(write_samples_sheet(Path(args.out) / "contact_sheet.png", every, finest_real(args.run_dir)))
+        except HpgenError as e:  # the samples are written; a sheet that cannot be drawn costs a warning
+            print(f"hpgen: warning: no contact sheet: {e}", file=sys.stderr)
     return 0
