@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--num-fakes", type=int, default=8, help="N for the set metrics (diversity)")
-    ap.add_argument("--metrics", default="sifid,sifid64,svfid,nnfdiv,coherence,completeness,diversity_gray,diversity_lab")
+    ap.add_argument("--metrics", default="sifid,sifid64,svfid,nnfdiv,coherence,completeness,max_psnr,diversity_gray,diversity_lab")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "metrics.json"))
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

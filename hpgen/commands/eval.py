@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     from ..metrics.core import DEFAULT_METRICS, REGISTRY
 
     p = subparsers.add_parser(
-        "eval", help="compute SIFID, SVFID, diversity, NNF-diversity, coherence/completeness of generated videos",
+        "eval", help="compute SIFID, SVFID, diversity, NNF-diversity, coherence/completeness, max PSNR of generated videos",
         description="Score generated videos against the real video. Metrics: " +
                     "; ".join(f"{k}: {v.help}" for k, v in REGISTRY.items()) +
                     ". Numbers from different backbones/layers/sizes are not comparable (docs/metrics.md).")

@@ -42,11 +42,13 @@ REGISTRY: dict[str, MetricSpec] = {m.name: m for m in [
                                              "real patch, / the same for uniform noise (1 = noise, 0 = perfect)"),
     MetricSpec("completeness", "pair", "lower", "bidirectional similarity: RMSE of every 3x7x7 real patch to its "
                                                 "nearest fake patch, / the same for uniform noise"),
+    MetricSpec("max_psnr", "pair", "lower", "copy check: highest PSNR (dB, [0, 1] range) of any fake frame against "
+                                            "any real frame, over shifts of up to 2 px; lower = more novel"),
     MetricSpec("diversity_gray", "set", "context", "pixel std over samples / std of real, grey level (reference code)"),
     MetricSpec("diversity_lab", "set", "context", "pixel std over samples / std of real, CIE LAB (paper text)"),
 ]}
-DEFAULT_METRICS = ("sifid", "sifid64", "svfid", "nnfdiv", "coherence", "completeness", "diversity_gray",
-                   "diversity_lab")
+DEFAULT_METRICS = ("sifid", "sifid64", "svfid", "nnfdiv", "coherence", "completeness", "max_psnr",
+                   "diversity_gray", "diversity_lab")
 BIDIRECTIONAL = ("coherence", "completeness")
 
 
@@ -115,6 +117,10 @@ class Evaluator:
             s["svfid_c3d_backbone"] = self.c3d.describe()
         if "nnfdiv" in self.metrics:
             s["nnfdiv"] = f"exact 3x3x3 NN search at shorter side {self.nnf_short_side}"
+        if "max_psnr" in self.metrics:
+            from .copy_check import CAP_DB, MAX_SHIFT
+
+            s["max_psnr"] = f"[0, 1] range, all frame pairs, shifts up to {MAX_SHIFT} px, capped at {CAP_DB:g} dB"
         if set(BIDIRECTIONAL) & set(self.metrics):
             from .bidirectional import describe
 
@@ -149,6 +155,7 @@ class Evaluator:
 
     def pair_metrics(self, fake: torch.Tensor) -> dict[str, float]:
         """Pair metrics of one fake, already resized to the real's shape."""
+        from .copy_check import max_psnr
         from .nnf import nnfdiv
         from .sifid import sifid_from_features
         from .svfid import svfid_from_features
@@ -173,6 +180,8 @@ class Evaluator:
                 out[m] = svfid_from_features(fr["c3d"], ff["c3d"])
             elif m == "nnfdiv":
                 out[m] = nnfdiv(self.real, fake, short_side=self.nnf_short_side)
+            elif m == "max_psnr":
+                out[m] = max_psnr(self.real, fake)
         return out
 
     def set_metrics(self, fakes: Sequence[torch.Tensor]) -> dict[str, float | None]:
