@@ -1,0 +1,45 @@
+"""The permuted CPU path of Conv3d (hpgen/engine/cpu_conv.py) is the same convolution."""
+import copy
+
+import torch
+
+from hpgen import losses
+from hpgen.engine import set_cpu_conv3d_layout
+from hpgen.models import PatchCritic
+from hpgen.models.separable import SeparableConv3d
+
+
+def _critic_phase(critic, real, fake):
+    critic.zero_grad()
+    loss, _ = losses.wgan_critic(critic, real, fake, 0.1, eps=torch.tensor([0.3, 0.8]), gp_norm="voxel")
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in critic.parameters()]
+
+
+def test_permuted_conv3d_equals_conv3d_in_value_and_double_backward():
+    torch.manual_seed(0)
+    real, fake = torch.randn(2, 3, 4, 9, 14, dtype=torch.float64), torch.randn(2, 3, 4, 9, 14, dtype=torch.float64)
+    ref = PatchCritic(3, channels=6, num_blocks=3).double().eval()  # eval: spectral norm's u stays put
+    fast = set_cpu_conv3d_layout(copy.deepcopy(ref))
+    assert any("_conv_forward" in m.__dict__ for m in fast.modules())
+    (la, ga), (lb, gb) = _critic_phase(ref, real, fake), _critic_phase(fast, real, fake)
+    assert torch.allclose(la, lb, rtol=1e-6, atol=0)  # the losses are summed in float32
+    for a, b in zip(ga, gb):  # the gradient penalty's double backward too
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-9)
+
+
+def test_permuted_path_handles_anisotropic_kernels_and_survives_deepcopy():
+    torch.manual_seed(1)
+    conv = torch.nn.Conv3d(4, 5, (3, 1, 5), stride=(1, 2, 1), padding=(1, 0, 2), dilation=(2, 1, 1)).double()
+    x = torch.randn(1, 4, 6, 11, 13, dtype=torch.float64)
+    want = conv(x)
+    fast = set_cpu_conv3d_layout(copy.deepcopy(conv))
+    assert torch.allclose(fast(x), want, rtol=1e-12, atol=1e-12)
+    again = copy.deepcopy(fast)  # a new scale's generator is a deep copy of the last
+    again.weight.data.mul_(2)
+    assert torch.allclose(again(x) - again.bias.view(1, -1, 1, 1, 1), 2 * (want - conv.bias.view(1, -1, 1, 1, 1)))
+    set_cpu_conv3d_layout(fast, enabled=False)
+    assert "_conv_forward" not in fast.__dict__
+    sep = SeparableConv3d(4, 4, 3).double()  # SinGAN-GIF's 1xkxk then kx1x1 pair
+    want = sep(x)
+    assert torch.allclose(set_cpu_conv3d_layout(sep)(x), want, rtol=1e-12, atol=1e-12)
