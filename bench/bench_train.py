@@ -329,7 +329,7 @@ def main(argv=None) -> int:
                 print(f"scale {n} ({r['frames']}x{r['height']}x{r['width']}) {prec} ckpt={ck}: "
                       f"{r['seconds_per_iter']:.3f} s/iter, peak {mem:.2f} GiB{extra}", flush=True)
 
-    iters_per_scale = args.iters_per_scale or cfg.train.iters_per_scale
+    iters_per_scale = args.iters_per_scale or cfg.train.iters(len(cfg.train.iters_per_scale) - 1)
     summary = {}
     for prec in precisions:
         for ck in ckpts:

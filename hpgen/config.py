@@ -42,8 +42,10 @@ class DataConfig:
 @dataclass
 class PyramidConfig:
     num_scales: int = _f(10, "N+1: number of scales, 0 (coarsest) .. N (finest)")
-    min_height: int = _f(32, "frame height at scale 0 (the shorter side for wide videos is not used; height rules)")
-    max_height: int = _f(256, "frame height at the finest scale (capped by the input height)")
+    min_height: int = _f(32, "size of the measured frame side (see 'side') at scale 0")
+    max_height: int = _f(256, "size of the measured frame side at the finest scale (capped by the input's)")
+    side: str = _f("shorter", "which frame side min_height/max_height measure: 'shorter' (the paper's heights for "
+                              "landscape video) or 'longer' (the authors' code: 256 wide, so 144x256 for 16:9)")
     scale_factor: float = _f(4.0 / 3.0, "height ratio between consecutive scales (paper: 1.33)")
     rates: list = _f([1, 2, 3, 4], "temporal sampling rates Omega; scale 0 uses the largest, scale N the smallest")
     image: bool = _f(False, "image mode: a single frame, spatial-only pyramid, 2D convolutions")
@@ -63,19 +65,28 @@ class ModelConfig:
     num_blocks: int = _f(5, "conv blocks per generator/critic/encoder (receptive field 2*blocks+1)")
     kernel: int = _f(3, "conv kernel size in every dimension")
     latent_channels: int = _f(128, "channels of the patch-VAE latent z (M and S heads)")
+    encoder_blocks: int = _f(0, "conv blocks of the patch-VAE encoder before its heads (0: num_blocks; the authors' "
+                                "code: 3)")
+    norm_stats: str = _f("running", "BatchNorm statistics of the HP-VAE-GAN generators outside the trained scale: "
+                                    "'running' (averages kept in training; PyTorch eval mode) or 'batch' (each "
+                                    "batch's own, in the frozen prefix and at sampling; the authors' code, which "
+                                    "never calls eval())")
 
 
 @dataclass
 class TrainConfig:
     method: str = _f("hpvaegan", "training method: hpvaegan or singan (SinGAN-GIF and the baselines, see [singan])")
     vae_scales: int = _f(4, "scales 0..M use the patch-VAE; this is M+1 (paper: M=3, so 4)")
-    iters_per_scale: int = _f(20000, "optimisation steps per scale")
+    iters_per_scale: list = _f([20000], "optimisation steps per scale: one number for every scale, or a list "
+                                        "with one per scale (the coarse scales cost a fraction of the fine ones)")
     lr: float = _f(5e-4, "Adam learning rate of every network")
     betas: list = _f([0.5, 0.999], "Adam betas")
     lr_decay_vae: float = _f(0.2, "E and G^0 learning rate factor per scale after scale 0, during the VAE scales")
     beta_kl: float = _f(0.1, "beta_vae: weight of the KL term (Eq. 8)")
     beta_adv: float = _f(0.1, "beta_adv: weight of the adversarial term (Eq. 11)")
     gp_weight: float = _f(0.1, "lambda of the WGAN-GP gradient penalty (Eq. 10)")
+    gp_norm: str = _f("sample", "gradient-penalty norm: 'sample' (over the whole clip, WGAN-GP paper) or 'voxel' "
+                                "(over channels at each position, mean over positions; the authors' code)")
     critic_steps: int = _f(3, "critic updates per generator update at GAN scales")
     generator_steps: int = _f(3, "generator updates per iteration at GAN scales")
     noise_amp: float = _f(0.1, "z_n amplitude = noise_amp * RMSE(upsampled reconstruction, real) at each GAN scale")
@@ -88,12 +99,21 @@ class TrainConfig:
     seed: int = _f(0, "random seed of the run")
     log_every: int = _f(50, "steps between scalar logs")
     checkpoint_every: int = _f(500, "steps between resumable checkpoints")
-    eval_metrics: list = _f(["diversity_gray", "diversity_lab"],
+    eval_metrics: list = _f(["diversity_gray", "diversity_lab", "coherence", "completeness"],
                             "metrics (hpgen eval names) on fixed samples at the end of every scale, to metrics.jsonl "
                             "and TensorBoard; add sifid/svfid when their weights packages are installed")
     eval_samples: int = _f(4, "fixed-seed samples scored by eval_metrics at the end of every scale")
     keep_checkpoints: int = _f(2, "how many newest checkpoints to keep")
     device: str = _f("auto", "auto|cpu|cuda")
+
+    def iters(self, n: int) -> int:
+        """Steps of scale n."""
+        its = self.iters_per_scale
+        return its[0] if len(its) == 1 else its[n]
+
+    def steps_before(self, n: int) -> int:
+        """Global step at which scale n starts (logs and metrics order the scales by it)."""
+        return sum(self.iters(k) for k in range(n))
 
 
 @dataclass
@@ -178,6 +198,9 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
             pass
         raise HpgenError(f"config key {where}: expected a number, got {value!r}")
     if isinstance(default, list):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and default \
+                and not isinstance(default[0], (list, str)):
+            value = [value]  # one number for a per-item list: the same for every item
         if isinstance(value, str):
             try:
                 value = tomllib.loads(f"v = {value}")["v"]
@@ -259,10 +282,20 @@ def validate(cfg) -> None:
             raise HpgenError("pyramid.scale_factor must be > 1")
         if py.min_height < 8 or py.max_height < py.min_height:
             raise HpgenError("pyramid heights must satisfy 8 <= min_height <= max_height")
+        if py.side not in ("shorter", "longer"):
+            raise HpgenError(f"pyramid.side must be 'shorter' or 'longer', not '{py.side}'")
+        if cfg.model.norm_stats not in ("running", "batch"):
+            raise HpgenError(f"model.norm_stats must be 'running' or 'batch', not '{cfg.model.norm_stats}'")
+        if tr.gp_norm not in ("sample", "voxel"):
+            raise HpgenError(f"train.gp_norm must be 'sample' or 'voxel', not '{tr.gp_norm}'")
+        if cfg.model.encoder_blocks < 0:
+            raise HpgenError("model.encoder_blocks must be >= 0 (0: model.num_blocks)")
         if not 1 <= tr.vae_scales <= py.num_scales:
             raise HpgenError("train.vae_scales must be between 1 and pyramid.num_scales")
-        if tr.iters_per_scale < 1:
-            raise HpgenError("train.iters_per_scale must be >= 1")
+        its = tr.iters_per_scale
+        if not its or any(i < 1 for i in its) or len(its) not in (1, py.num_scales):
+            raise HpgenError(f"train.iters_per_scale must be one number >= 1 or a list of {py.num_scales} "
+                             f"(one per scale), got {its}")
         d = cfg.dist
         if d.precision not in ("fp32", "bf16"):
             raise HpgenError(f"dist.precision must be fp32 or bf16, not '{d.precision}'")
@@ -273,6 +306,9 @@ def validate(cfg) -> None:
             raise HpgenError("dist.pipeline_stages and dist.micro_batches must be >= 1")
         if tr.sample_tile < 0 or (tr.sample_tile and tr.method != "hpvaegan"):
             raise HpgenError("train.sample_tile must be >= 0, and tiled snapshots exist for hpvaegan only")
+        if tr.sample_tile and cfg.model.norm_stats == "batch":
+            raise HpgenError("train.sample_tile needs model.norm_stats = \"running\" (with per-sample BatchNorm "
+                             "statistics a tile would be normalised by itself)")
         if tr.crop_height < 0 or tr.crop_width < 0:
             raise HpgenError("train.crop_height and train.crop_width must be >= 0 (0: full frames)")
         rf = cfg.model.num_blocks * (cfg.model.kernel - 1) + 1

@@ -42,24 +42,39 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | N
 
 
 def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor,
-                     eps: torch.Tensor | None = None) -> torch.Tensor:
+                     eps: torch.Tensor | None = None, norm: str = "sample") -> torch.Tensor:
     """WGAN-GP (Gulrajani et al.): E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates
-    x_hat = eps * real + (1 - eps) * fake, eps ~ U(0, 1) per sample (drawn unless given)."""
+    x_hat = eps * real + (1 - eps) * fake, eps ~ U(0, 1) per sample (drawn unless given).
+
+    The gradient is that of the sum of the critic's score map. ``norm`` says over what the
+    2-norm is taken:
+      "sample": over the whole clip, as in the WGAN-GP paper, whose critic gives one score
+                per sample;
+      "voxel":  over the colour channels at each space-time position, the mean of the
+                penalty taken over positions; the SinGAN family's and HP-VAE-GAN's released
+                code (a patch critic scores every patch, so each position is one sample).
+    On a V-voxel clip the "sample" norm is about sqrt(V) times the "voxel" one, so
+    "sample" pins each voxel's gradient near 1/sqrt(V): a far flatter critic.
+    """
     if eps is None:
         eps = torch.rand((real.shape[0],), device=real.device)
     eps = eps.reshape((real.shape[0],) + (1,) * (real.dim() - 1)).to(real.dtype)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     scores = critic(x_hat)
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    if norm == "voxel":
+        return (grad.float().norm(2, dim=1) - 1.0).pow(2).mean()
+    if norm != "sample":
+        raise ValueError(f"unknown gradient-penalty norm {norm!r}")
     return (grad.float().flatten(1).norm(2, dim=1) - 1.0).pow(2).mean()
 
 
 def wgan_critic(critic: Critic, real: torch.Tensor, fake: torch.Tensor, gp_weight: float,
-                eps: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                eps: torch.Tensor | None = None, gp_norm: str = "sample") -> tuple[torch.Tensor, dict]:
     """Critic phase of Eq. 10 as one scalar: -E[D(x)] + E[D(fake)] + lambda * GP."""
     d_real = critic(real).float().mean()
     d_fake = critic(fake.detach()).float().mean()
-    gp = gradient_penalty(critic, real, fake, eps) if gp_weight > 0 else d_real.new_zeros(())
+    gp = gradient_penalty(critic, real, fake, eps, gp_norm) if gp_weight > 0 else d_real.new_zeros(())
     loss = d_fake - d_real + gp_weight * gp
     return loss, {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "gp": gp.detach(),
                   "wdist": (d_real - d_fake).detach()}

@@ -55,31 +55,34 @@ def scale_rates(rates: Sequence[int], num_scales: int) -> list[int]:
 
 
 def scale_sizes(input_hw: tuple[int, int], num_scales: int, min_size: int, max_size: int,
-                factor: float) -> list[tuple[int, int]]:
-    """(H, W) per scale: the shorter side grows by ``factor`` from ``min_size``, capped at
-    ``max_size`` and at the input's shorter side; the aspect ratio of the input is kept."""
+                factor: float, side: str = "shorter") -> list[tuple[int, int]]:
+    """(H, W) per scale: the measured side (the ``shorter`` one, as the paper's heights, or
+    the ``longer`` one, as the authors' code sizes frames by width) grows by ``factor`` from
+    ``min_size``, capped at ``max_size`` and at the input's own; the aspect ratio of the
+    input is kept."""
     h_in, w_in = input_hw
-    short_in = min(h_in, w_in)
-    cap = min(max_size, short_in)
+    measured_is_h = (h_in <= w_in) == (side == "shorter")
+    side_in = h_in if measured_is_h else w_in
+    cap = min(max_size, side_in)
     if min_size > cap:
         raise HpgenError(f"input of {h_in}x{w_in} is smaller than the coarsest scale needs "
-                         f"(shorter side {short_in} < min size {min_size})")
+                         f"({side} side {side_in} < min size {min_size})")
     sizes = []
-    short = float(min_size)
+    size = float(min_size)
     for _ in range(num_scales):
-        s = min(round(short), cap)
-        if h_in <= w_in:
+        s = min(round(size), cap)
+        if measured_is_h:
             sizes.append((s, max(1, round(s * w_in / h_in))))
         else:
             sizes.append((max(1, round(s * h_in / w_in)), s))
-        short *= factor
+        size *= factor
     return sizes
 
 
 def pyramid_shapes(input_hw: tuple[int, int], *, num_scales: int, min_size: int, max_size: int,
                    factor: float, rates: Sequence[int], image: bool = False,
-                   frames: int = 0) -> list[ScaleShape]:
-    sizes = scale_sizes(input_hw, num_scales, min_size, max_size, factor)
+                   frames: int = 0, side: str = "shorter") -> list[ScaleShape]:
+    sizes = scale_sizes(input_hw, num_scales, min_size, max_size, factor, side)
     if image:
         return [ScaleShape(1, h, w, 1) for h, w in sizes]
     if frames:  # SinGAN-GIF: the same full-rate frames at every scale (a spatial-only pyramid)
@@ -92,7 +95,7 @@ def shapes_from_config(pyr, input_hw: tuple[int, int]) -> list[ScaleShape]:
     """``pyr`` is a PyramidConfig (or anything with the same fields)."""
     return pyramid_shapes(input_hw, num_scales=pyr.num_scales, min_size=pyr.min_height,
                           max_size=pyr.max_height, factor=pyr.scale_factor, rates=pyr.rates,
-                          image=pyr.image, frames=getattr(pyr, "frames", 0))
+                          image=pyr.image, frames=getattr(pyr, "frames", 0), side=getattr(pyr, "side", "shorter"))
 
 
 def rescale_shapes(shapes: Sequence[ScaleShape], frames: int | None = None,

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .engine.cpu_conv import set_cpu_conv3d_layout
 from .errors import HpgenError
 from .export import load_generator
 from .inference import InferenceContext
@@ -19,7 +20,8 @@ def load_model(payload: dict, device):
     method = get_method(payload["method"])
     model = method.model_from_args(payload["model_args"], payload["num_scales"])
     model.load_state_dict(payload["state_dict"])
-    return method, model.to(device).eval()  # eval: BatchNorm uses running statistics, not the sample's
+    # eval(): BatchNorm uses its running statistics, where the model keeps them (model.norm_stats)
+    return method, set_cpu_conv3d_layout(model.to(device).eval(), torch.device(device).type == "cpu")
 
 
 def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | None = None,

@@ -106,7 +106,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
     pipe = pl.Pipeline(layout, dev, cfg.dist.micro_batches)
     ckpt = prepare_run_dir(run_dir, cfg, resume, info.is_main)
     eng.barrier()
-    shapes, num_scales, iters = feed.shapes, cfg.pyramid.num_scales, cfg.train.iters_per_scale
+    shapes, num_scales = feed.shapes, cfg.pyramid.num_scales
     mon = Monitor(run_dir, enabled=info.is_main)
     say = print if info.is_main else (lambda *a, **k: None)
     for note in feed.notes:
@@ -143,6 +143,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
                 thr = cfg.dist.checkpoint_min_voxels
                 eng.set_activation_checkpointing(net, bool(thr) and shapes[n].voxels >= thr)
                 eng.set_channels_last(net, cfg.dist.channels_last)
+                eng.set_cpu_conv3d_layout(net, dev.type == "cpu")
             groups = method.param_groups(model, critic, n)
             engines = {name: eng.build_engine(critic if name == "d" else model, g, precision=precision,
                                               zero_stage=cfg.dist.zero_stage, betas=cfg.train.betas)
@@ -150,7 +151,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
             if pipe.pipelined:
                 for e in engines.values():
                     pl.defer_allreduce(e)
-            step0, done = 0, False
+            step0, done, iters = 0, False, cfg.train.iters(n)
             if ckpt is not None and n == start_scale:
                 eng.load_checkpoint(ckpt, engines)
                 step0, done = start_step, start_done
@@ -177,7 +178,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
                     last = pl.gather_stats(local)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()}, refresh=False)
                     vox = st.reals[n].numel() / 3 * cfg.train.log_every
-                    mon.scalars(n * iters + done_steps, {**last, "voxels_per_s": vox / max(1e-9, time.time() - t0)},
+                    mon.scalars(cfg.train.steps_before(n) + done_steps, {**last, "voxels_per_s": vox / max(1e-9, time.time() - t0)},
                                 scale=n)
                     t0 = time.time()
                 stopping = eng.any_rank(stop.raised is not None)
@@ -295,7 +296,7 @@ def _scale_metrics(run_dir: Path, mon: Monitor, st: ScaleState, n: int, cfg: Con
     except HpgenError as e:
         print(f"hpgen: warning: scale {n} metrics skipped: {e}")
         return
-    log_metrics(run_dir, mon.writer, scale=n, step=(n + 1) * cfg.train.iters_per_scale, values=values)
+    log_metrics(run_dir, mon.writer, scale=n, step=cfg.train.steps_before(n + 1), values=values)
 
 
 def dry_run(cfg: Config) -> str:

@@ -15,10 +15,12 @@ def test_presets_load_and_roundtrip():
         assert to_dict(again) == to_dict(cfg)
 
 
-def test_paper_preset_has_the_papers_values():
+def test_paper_preset_has_the_authors_published_values():
     cfg = load_config(REPO / "configs" / "hpvaegan" / "paper.toml")
-    assert cfg.pyramid.num_scales == 10 and cfg.train.vae_scales == 4  # N=9, M=3
-    assert (cfg.pyramid.min_height, cfg.pyramid.max_height) == (32, 256)
+    assert cfg.pyramid.num_scales == 10 and cfg.train.vae_scales == 3  # N=9; the code's 3 VAE levels
+    assert (cfg.pyramid.min_height, cfg.pyramid.max_height, cfg.pyramid.side) == (32, 256, "longer")
+    assert (cfg.model.num_blocks, cfg.model.encoder_blocks, cfg.model.norm_stats) == (7, 3, "batch")
+    assert (cfg.train.critic_steps, cfg.train.generator_steps, cfg.train.gp_norm) == (1, 1, "voxel")
     assert cfg.pyramid.rates == [1, 2, 3, 4] and cfg.pyramid.clip_frames() == 13
     assert cfg.model.channels == 64 and cfg.model.kernel == 3 and cfg.model.latent_channels == 128
     assert cfg.train.lr == 5e-4 and cfg.train.beta_kl == 0.1 and cfg.train.lr_decay_vae == 0.2

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .cpu_conv import set_cpu_conv3d_layout  # noqa: F401  (re-exported: the trainer applies it per scale)
+
 _READY = False
 
 
@@ -289,7 +291,7 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
         import torch.distributed.nn.functional as dist_fn
         import torch.nn.functional as F
 
-        if not self.training:
+        if not self.training and self.track_running_stats:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         c = x.shape[1]
         dims = [0] + list(range(2, x.dim()))
@@ -333,7 +335,7 @@ def sync_batchnorm(module: nn.Module, group=None) -> nn.Module:
             new.group_key = key
             new.load_state_dict(child.state_dict())
             new.train(child.training)
-            new.to(next(iter(child.buffers())).device)
+            new.to(next(iter(child.state_dict().values())).device)
             setattr(module, name, new)
         else:
             sync_batchnorm(child, group)

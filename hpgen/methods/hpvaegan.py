@@ -40,8 +40,7 @@ class HPVAEGANMethod:
 
     # -- networks --------------------------------------------------------------
     def build_model(self) -> HPVAEGAN:
-        m = self.cfg.model
-        return HPVAEGAN(m.channels, m.latent_channels, m.num_blocks, m.kernel, self.dims, self.tr.vae_scales)
+        return HPVAEGAN(**self.model_args())
 
     def build_critic(self) -> PatchCritic:
         m = self.cfg.model
@@ -50,7 +49,8 @@ class HPVAEGANMethod:
     def model_args(self) -> dict:
         m = self.cfg.model
         return dict(channels=m.channels, latent_channels=m.latent_channels, num_blocks=m.num_blocks,
-                    kernel=m.kernel, dims=self.dims, vae_scales=self.tr.vae_scales)
+                    kernel=m.kernel, dims=self.dims, vae_scales=self.tr.vae_scales,
+                    encoder_blocks=m.encoder_blocks, norm_stats=m.norm_stats)
 
     @classmethod
     def model_from_args(cls, args: dict, num_scales: int) -> HPVAEGAN:
@@ -170,7 +170,7 @@ class HPVAEGANMethod:
             return x, None
 
         cut = (lambda v: v) if crop is None else (lambda v: _crop(v, offsets, crop))
-        if crop is not None and not st.pipe.pipelined:
+        if crop is not None and not st.pipe.pipelined and model.norm_stats == "running":
             # Only the windows under the crops, not the whole frame below them.
             fake_up = self._windowed_prefix(model, st, z, noises, offsets, crop)
         else:
@@ -245,7 +245,8 @@ class HPVAEGANMethod:
             return None, {}
         with torch.no_grad():
             fake = self._random_fake(model, st, i)
-        loss, stats = losses.wgan_critic(critic, st.cache["real"], fake, self.tr.gp_weight, st.cache["gp_eps"][i])
+        loss, stats = losses.wgan_critic(critic, st.cache["real"], fake, self.tr.gp_weight, st.cache["gp_eps"][i],
+                                         gp_norm=self.tr.gp_norm)
         return loss * st.mean_scale, stats
 
     def generator_loss(self, model: HPVAEGAN, critic, st: ScaleState, i: int):

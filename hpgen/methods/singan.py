@@ -149,13 +149,15 @@ class SinGANMethod:
         f = st.cache["factor"]
         loss, stats = fake.new_zeros((), dtype=torch.float32), {}
         if self.w_vid:
-            lv, s = losses.wgan_critic(critic.video, real, fake[:, :, ::f], self.tr.gp_weight)
+            lv, s = losses.wgan_critic(critic.video, real, fake[:, :, ::f], self.tr.gp_weight,
+                                         gp_norm=self.tr.gp_norm)
             loss = loss + self.w_vid * lv
             stats.update({f"vid_{k}": v for k, v in s.items()})
         if self.w_img:
             # Every generated frame is judged; the real frames are repeated f times so that the
             # penalty's interpolates pair each fake frame with a real one.
-            li, s = losses.wgan_critic(critic.frames, real.repeat_interleave(f, dim=2), fake, self.tr.gp_weight)
+            li, s = losses.wgan_critic(critic.frames, real.repeat_interleave(f, dim=2), fake, self.tr.gp_weight,
+                                         gp_norm=self.tr.gp_norm)
             loss = loss + self.w_img * li
             stats.update({f"img_{k}": v for k, v in s.items()})
         stats["wdist"] = stats.get("vid_wdist", stats.get("img_wdist"))

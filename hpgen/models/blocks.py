@@ -15,10 +15,13 @@ class ConvBlock(nn.Sequential):
     reparametrisation of the conv weight, not a layer) or "none".
     act: "lrelu" (slope 0.2), "tanh" or "none".
     dims: 3 for video (Conv3d), 2 for image mode (Conv2d).
+    norm_stats: what BatchNorm normalises with outside training: "running" (the averages
+    kept during training, PyTorch's eval mode) or "batch" (the statistics of the batch at
+    hand, always; no running averages are kept). See ``ModelConfig.norm_stats``.
     """
 
     def __init__(self, cin: int, cout: int, kernel: int = 3, norm: str = "batch", act: str = "lrelu",
-                 dims: int = 3):
+                 dims: int = 3, norm_stats: str = "running"):
         # No conv bias before BatchNorm: BN removes it exactly, so its gradient is pure
         # rounding noise, which Adam would amplify into lr-sized random steps.
         conv = CONV[dims](cin, cout, kernel, padding=kernel // 2, bias=(norm != "batch"))
@@ -28,7 +31,9 @@ class ConvBlock(nn.Sequential):
         else:
             layers.append(conv)
             if norm == "batch":
-                layers.append(BATCHNORM[dims](cout))
+                if norm_stats not in ("running", "batch"):
+                    raise ValueError(f"unknown norm_stats {norm_stats!r}")
+                layers.append(BATCHNORM[dims](cout, track_running_stats=(norm_stats == "running")))
             elif norm != "none":
                 raise ValueError(f"unknown norm {norm!r}")
         if act == "lrelu":
@@ -41,10 +46,10 @@ class ConvBlock(nn.Sequential):
 
 
 def conv_stack(cin: int, channels: int, cout: int, num_blocks: int, kernel: int, norm: str,
-               last_norm: str, last_act: str, dims: int) -> nn.Sequential:
+               last_norm: str, last_act: str, dims: int, norm_stats: str = "running") -> nn.Sequential:
     """``num_blocks`` blocks: the first ``num_blocks-1`` map to ``channels`` with LeakyReLU,
     the last maps to ``cout`` with ``last_norm``/``last_act``. Receptive field: num_blocks*(k-1)+1."""
-    blocks = [ConvBlock(cin if i == 0 else channels, channels, kernel, norm, "lrelu", dims)
+    blocks = [ConvBlock(cin if i == 0 else channels, channels, kernel, norm, "lrelu", dims, norm_stats)
               for i in range(num_blocks - 1)]
-    blocks.append(ConvBlock(channels if num_blocks > 1 else cin, cout, kernel, last_norm, last_act, dims))
+    blocks.append(ConvBlock(channels if num_blocks > 1 else cin, cout, kernel, last_norm, last_act, dims, norm_stats))
     return nn.Sequential(*blocks)

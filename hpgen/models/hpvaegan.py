@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..errors import HpgenError
 from ..pyramid import Box, ScaleShape, resize, resize_window, source_box
 from .encoder import PatchEncoder
 from .generator import ScaleGenerator
@@ -19,13 +20,21 @@ from .generator import ScaleGenerator
 
 class HPVAEGAN(nn.Module):
     def __init__(self, channels: int = 64, latent_channels: int = 128, num_blocks: int = 5, kernel: int = 3,
-                 dims: int = 3, vae_scales: int = 4):
+                 dims: int = 3, vae_scales: int = 4, encoder_blocks: int = 0, norm_stats: str = "running"):
+        """``encoder_blocks``: conv blocks of E before its heads (0: ``num_blocks``).
+        ``norm_stats``: "batch" makes every BatchNorm of the generators normalise with the
+        statistics of the batch it sees, in training, in the frozen prefix and at sampling
+        (a sample is normalised by its own statistics); "running" uses the running averages
+        outside training (PyTorch's eval mode)."""
         super().__init__()
         self.dims, self.vae_scales, self.latent_channels = dims, vae_scales, latent_channels
+        self.norm_stats = norm_stats
         arch = dict(channels=channels, num_blocks=num_blocks, kernel=kernel, dims=dims)
         self._arch = arch
-        self.encoder = PatchEncoder(3, latent_channels=latent_channels, **arch)
-        self.decoder = ScaleGenerator(latent_channels, **arch)  # G^0
+        self._gen_arch = dict(arch, norm_stats=norm_stats)
+        enc_arch = dict(arch, num_blocks=encoder_blocks or num_blocks)
+        self.encoder = PatchEncoder(3, latent_channels=latent_channels, **enc_arch)
+        self.decoder = ScaleGenerator(latent_channels, **self._gen_arch)  # G^0
         self.generators = nn.ModuleList()  # G^1 .. G^N, grown one scale at a time
         # z_n amplitude per scale (0 for the VAE scales, which take no noise).
         self.register_buffer("noise_amps", torch.zeros(1))
@@ -37,7 +46,7 @@ class HPVAEGAN(nn.Module):
     def grow(self) -> None:
         """Add G^n initialised from G^{n-1} (G^1 is new: G^0 decodes latents, not RGB)."""
         if len(self.generators) == 0:
-            g = ScaleGenerator(3, **self._arch)
+            g = ScaleGenerator(3, **self._gen_arch)
         else:
             g = copy.deepcopy(self.generators[-1])
         self.generators.append(g.to(self.noise_amps.device))
@@ -122,6 +131,9 @@ class HPVAEGAN(nn.Module):
         z = z.to(next(self.parameters()).dtype)
         if not tile:
             return self.synthesize(z, shapes, stop=stop, generator=generator)
+        if self.norm_stats == "batch":
+            raise HpgenError("tiled sampling needs running BatchNorm statistics (model.norm_stats = \"running\"): "
+                             "with per-sample statistics a tile would be normalised by itself, not by the frame")
         stop = self.num_scales - 1 if stop is None else stop
         # The same draws, in the same order, as synthesize makes them.
         noises = [None] + [self.make_noise(n, shapes[n], batch, generator) for n in range(1, stop + 1)]
