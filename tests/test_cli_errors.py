@@ -66,7 +66,7 @@ def test_grayscale_is_accepted_with_a_note(capsys, tmp_path):
 def test_dry_run_prints_config_and_pyramid(capsys):
     assert main(["train", "--config", DEMO, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "[pyramid]" in out and "num_scales = 4" in out
+    assert "[pyramid]" in out and "num_scales = 5" in out
     assert "frames  height  width" in out and "vae" in out and "gan" in out
 
 

@@ -44,7 +44,7 @@ def test_overrides_are_typed():
     cfg = apply_overrides(Config(), ["train.lr=1e-3", "pyramid.rates=[1,2]", "pyramid.image=true",
                                      "data.video=some/path.mp4", "train.iters_per_scale=7"])
     assert cfg.train.lr == 1e-3 and cfg.pyramid.rates == [1, 2] and cfg.pyramid.image is True
-    assert cfg.data.video == "some/path.mp4" and cfg.train.iters_per_scale == 7
+    assert cfg.data.video == "some/path.mp4" and cfg.train.iters_per_scale == [7]  # one number: every scale
     with pytest.raises(HpgenError, match="expected an integer"):
         apply_overrides(Config(), ["train.iters_per_scale=lots"])
     with pytest.raises(HpgenError, match="section.key=value"):
