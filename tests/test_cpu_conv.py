@@ -5,6 +5,7 @@ import torch
 
 from hpgen import losses
 from hpgen.engine import set_cpu_conv3d_layout
+from hpgen.engine.cpu_conv import permuted_order
 from hpgen.models import PatchCritic
 from hpgen.models.separable import SeparableConv3d
 
@@ -20,7 +21,7 @@ def test_permuted_conv3d_equals_conv3d_in_value_and_double_backward():
     torch.manual_seed(0)
     real, fake = torch.randn(2, 3, 4, 9, 14, dtype=torch.float64), torch.randn(2, 3, 4, 9, 14, dtype=torch.float64)
     ref = PatchCritic(3, channels=6, num_blocks=3).double().eval()  # eval: spectral norm's u stays put
-    fast = set_cpu_conv3d_layout(copy.deepcopy(ref))
+    fast = set_cpu_conv3d_layout(copy.deepcopy(ref), always=True)
     assert any("_conv_forward" in m.__dict__ for m in fast.modules())
     (la, ga), (lb, gb) = _critic_phase(ref, real, fake), _critic_phase(fast, real, fake)
     assert torch.allclose(la, lb, rtol=1e-6, atol=0)  # the losses are summed in float32
@@ -33,7 +34,7 @@ def test_permuted_path_handles_anisotropic_kernels_and_survives_deepcopy():
     conv = torch.nn.Conv3d(4, 5, (3, 1, 5), stride=(1, 2, 1), padding=(1, 0, 2), dilation=(2, 1, 1)).double()
     x = torch.randn(1, 4, 6, 11, 13, dtype=torch.float64)
     want = conv(x)
-    fast = set_cpu_conv3d_layout(copy.deepcopy(conv))
+    fast = set_cpu_conv3d_layout(copy.deepcopy(conv), always=True)
     assert torch.allclose(fast(x), want, rtol=1e-12, atol=1e-12)
     again = copy.deepcopy(fast)  # a new scale's generator is a deep copy of the last
     again.weight.data.mul_(2)
@@ -42,4 +43,13 @@ def test_permuted_path_handles_anisotropic_kernels_and_survives_deepcopy():
     assert "_conv_forward" not in fast.__dict__
     sep = SeparableConv3d(4, 4, 3).double()  # SinGAN-GIF's 1xkxk then kx1x1 pair
     want = sep(x)
-    assert torch.allclose(set_cpu_conv3d_layout(sep)(x), want, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(set_cpu_conv3d_layout(sep, always=True)(x), want, rtol=1e-12, atol=1e-12)
+
+
+def test_the_permutation_is_used_only_where_it_moves_pytorch_to_onednn():
+    # One 7-frame clip at 36x64, 32 channels: N*C*T*H = 8064 takes slow_conv3d; frames last: oneDNN.
+    assert permuted_order((1, 32, 7, 36, 64)) == [1, 2, 0]
+    assert permuted_order((2, 32, 7, 36, 64)) is None    # N > 1: oneDNN already
+    assert permuted_order((1, 32, 13, 72, 128)) is None  # large enough already
+    assert permuted_order((1, 8, 3, 12, 28)) is None     # slow_conv3d either way: left exactly as it was
+    assert permuted_order((1, 32, 7, 36, 64), dtype=torch.float64) is None
