@@ -14,10 +14,14 @@ from conftest import REPO, run_hpgen
 
 TINY = REPO / "configs" / "hpvaegan" / "tiny.toml"
 NUM = 4
-# Calibrated on 2-core CPU runs of this preset (docs/BENCHMARKS.md, "Realism"): the authors'
-# recipe reaches about 0.25, the recipe before it (running BatchNorm statistics, height-sized
-# pyramid, 5-conv networks, whole-clip GP norm, 3 + 3 updates) about 0.45 on the same clip.
-COMPLETENESS_BOUND = 0.35
+# Calibrated on CPU runs of this preset, 3 seeds x 4 samples (docs/BENCHMARKS.md, "Realism"):
+# every sample of the authors' recipe is at 0.28..0.32; the recipe before it (running
+# BatchNorm statistics, height-sized pyramid, 5-conv networks, whole-clip GP norm, 3 + 3
+# updates), grey texture soup, at 0.37..0.38 on the same clip.
+COMPLETENESS_BOUND = 0.345
+# Coherence (every generated patch has a close input patch) is passed by soup too (0.23);
+# it only guards against content foreign to the input (noise: 1.0). The recipe: 0.31..0.37.
+COHERENCE_BOUND = 0.45
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +42,7 @@ def test_samples_keep_the_scene_layout(tiny_run):
     scores = [ref.score(f) for f in fakes]
     for s in scores:
         assert s["completeness"] < COMPLETENESS_BOUND, scores  # the input's sky, balloons and ground are there
-        assert s["coherence"] < COMPLETENESS_BOUND, scores     # and nothing foreign was made
+        assert s["coherence"] < COHERENCE_BOUND, scores        # and nothing foreign was made
 
 
 @pytest.mark.slow
