@@ -36,9 +36,12 @@ def load_generator(path: Path) -> dict:
     if not path.is_file():
         raise HpgenError(f"no trained generator at {path} (has the run finished? `hpgen train` writes it last)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain data only, so a generator.pt from someone else can
+        # never run code when it is sampled (the file holds nothing else: see export_generator).
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise HpgenError(f"cannot read generator {path}: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HpgenError(f"cannot read generator {path} (only tensors and plain data are loaded): {first}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise HpgenError(f"{path} is not an hpgen generator file")
     payload["shapes"] = [ScaleShape(**s) for s in payload["shapes"]]
