@@ -171,7 +171,9 @@ class HPVAEGANMethod:
 
         cut = (lambda v: v) if crop is None else (lambda v: _crop(v, offsets, crop))
         if crop is not None and not st.pipe.pipelined and model.norm_stats == "running":
-            # Only the windows under the crops, not the whole frame below them.
+            # Only the windows under the crops, not the whole frame below them (with per-batch
+            # BatchNorm statistics a window would be normalised by itself, so those runs
+            # compute the full-frame prefix and crop it).
             fake_up = self._windowed_prefix(model, st, z, noises, offsets, crop)
         else:
             fake_up = self._chain(st, step, n).output()
