@@ -329,14 +329,15 @@ def main(argv=None) -> int:
                 print(f"scale {n} ({r['frames']}x{r['height']}x{r['width']}) {prec} ckpt={ck}: "
                       f"{r['seconds_per_iter']:.3f} s/iter, peak {mem:.2f} GiB{extra}", flush=True)
 
-    iters_per_scale = args.iters_per_scale or cfg.train.iters(len(cfg.train.iters_per_scale) - 1)
+    # Steps of each scale: the preset's (one number or one per scale), or --iters-per-scale for all.
+    steps = {n: args.iters_per_scale or cfg.train.iters(n) for n in n_all}
     summary = {}
     for prec in precisions:
         for ck in ckpts:
             rows = [r for r in results if r["precision"] == prec and r["activation_checkpointing"] == ck]
             if scales == n_all and rows:
                 summary[f"{prec}_ckpt{'on' if ck else 'off'}_projected_run_hours"] = \
-                    sum(r["seconds_per_iter"] for r in rows) * iters_per_scale / 3600
+                    sum(r["seconds_per_iter"] * steps[r["scale"]] for r in rows) / 3600
     # Ratios between configurations measured in this same run (CPU figures are reported so).
     for n in scales:
         by = {(r["precision"], r["activation_checkpointing"]): r for r in results if r["scale"] == n and r["measured"]}
@@ -370,7 +371,7 @@ def main(argv=None) -> int:
         "benchmark": "train_iteration", "config": args.config, "source": source, "device": device,
         "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(), "torch": torch.__version__, "iters": args.iters, "warmup": args.warmup,
-        "iters_per_scale": iters_per_scale, "results": results, "summary": summary, "fit": fit,
+        "iters_per_scale": [steps[n] for n in n_all], "results": results, "summary": summary, "fit": fit,
     }
     out = Path(args.out or REPO / "bench" / "results" / f"train_{device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,10 +21,13 @@ from typing import Any
 from .errors import HpgenError
 
 
-def _f(default, help: str, **kw):
+def _f(default, help: str, scalar_ok: bool = False, **kw):
+    """A field with its help text; ``scalar_ok``: a list field that also takes one number
+    (meaning: that number for every item)."""
+    meta = {"help": help, "scalar_ok": scalar_ok}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
 
 
 @dataclass
@@ -78,7 +81,8 @@ class TrainConfig:
     method: str = _f("hpvaegan", "training method: hpvaegan or singan (SinGAN-GIF and the baselines, see [singan])")
     vae_scales: int = _f(4, "scales 0..M use the patch-VAE; this is M+1 (paper: M=3, so 4)")
     iters_per_scale: list = _f([20000], "optimisation steps per scale: one number for every scale, or a list "
-                                        "with one per scale (the coarse scales cost a fraction of the fine ones)")
+                                        "with one per scale (the coarse scales cost a fraction of the fine ones)",
+                               scalar_ok=True)
     lr: float = _f(5e-4, "Adam learning rate of every network")
     betas: list = _f([0.5, 0.999], "Adam betas")
     lr_decay_vae: float = _f(0.2, "E and G^0 learning rate factor per scale after scale 0, during the VAE scales")
@@ -198,9 +202,6 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
             pass
         raise HpgenError(f"config key {where}: expected a number, got {value!r}")
     if isinstance(default, list):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and default \
-                and not isinstance(default[0], (list, str)):
-            value = [value]  # one number for a per-item list: the same for every item
         if isinstance(value, str):
             try:
                 value = tomllib.loads(f"v = {value}")["v"]
@@ -228,6 +229,8 @@ def _merge(obj, data: dict, prefix: str = ""):
         if dataclasses.is_dataclass(current):
             _merge(current, value, where + ".")
         else:
+            if names[key].metadata.get("scalar_ok") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = [value]
             setattr(obj, key, _coerce(value, current, where))
     return obj
 
