@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ..placement import Layout
-from . import multi_rank
+from .distributed import multi_rank
 
 Step = Callable[[int, "torch.Tensor | None", int], "tuple[torch.Tensor, torch.Tensor | None]"]
 

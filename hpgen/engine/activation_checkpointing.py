@@ -1,0 +1,79 @@
+"""Activation checkpointing of conv blocks, switchable per scale, with exact replay
+(BatchNorm and spectral-norm state) under the gradient penalty's double backward."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class _ReplayState:
+    """Makes a checkpointed block's recomputation replay its forward exactly.
+
+    Created when the block's forward starts. Recomputation (re-entered by a double
+    backward, as in the gradient penalty) must neither see nor change state that moved
+    since: BatchNorm gets momentum 0 (running statistics unchanged, batch counter
+    restored), and spectral-norm vectors u, v are set back to their values at this
+    forward, so the power iteration and sigma replay bit for bit; the current vectors
+    are put back afterwards."""
+
+    def __init__(self, block: nn.Module):
+        from torch.nn.utils.parametrizations import _SpectralNorm
+
+        self.bns = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.sns = [m for m in block.modules() if isinstance(m, _SpectralNorm)]
+        self.at_forward = [(sn._u.clone(), sn._v.clone()) for sn in self.sns]
+        self.saved: list = []
+
+    def __enter__(self):
+        self.saved.append(([(bn.momentum, None if bn.num_batches_tracked is None else bn.num_batches_tracked.clone())
+                            for bn in self.bns], [(sn._u.clone(), sn._v.clone()) for sn in self.sns]))
+        for bn in self.bns:
+            bn.momentum = 0.0
+        with torch.no_grad():
+            for sn, (u, v) in zip(self.sns, self.at_forward):
+                sn._u.copy_(u)
+                sn._v.copy_(v)
+        return self
+
+    def __exit__(self, *exc):
+        bn_state, sn_state = self.saved.pop()
+        for bn, (mom, nbt) in zip(self.bns, bn_state):
+            bn.momentum = mom
+            if nbt is not None:
+                bn.num_batches_tracked.copy_(nbt)
+        with torch.no_grad():
+            for sn, (u, v) in zip(self.sns, sn_state):
+                sn._u.copy_(u)
+                sn._v.copy_(v)
+        return False
+
+
+def _recompute_context(block: nn.Module):
+    import contextlib
+
+    return contextlib.nullcontext(), _ReplayState(block)
+
+
+def _checkpointed_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    from torch.utils.checkpoint import checkpoint
+
+    inner = type(block).forward
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters())):
+        return checkpoint(inner, block, x, use_reentrant=False, context_fn=lambda: _recompute_context(block))
+    return inner(block, x)
+
+
+def set_activation_checkpointing(module: nn.Module, enabled: bool) -> None:
+    """Recompute every ConvBlock of ``module`` in the backward pass instead of storing its
+    activations (or undo that). The forward is patched per instance, so parameter names,
+    state dicts and checkpoints are unchanged."""
+    import functools
+
+    from ..models.blocks import ConvBlock
+
+    for m in module.modules():
+        if isinstance(m, ConvBlock):
+            if enabled:
+                m.forward = functools.partial(_checkpointed_forward, m)
+            elif "forward" in m.__dict__:
+                del m.forward

@@ -1,0 +1,45 @@
+"""DeepSpeed engines with a torch optimizer (never a DeepSpeed-named one, which would
+JIT-compile fused Adam for a minute), fp32 or bf16, ZeRO stage 0 or 1."""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn as nn
+
+from .distributed import dist_info
+
+
+def ds_config(precision: str = "fp32", zero_stage: int = 0, world_size: int = 1) -> dict:
+    cfg = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": world_size,
+        "zero_optimization": {"stage": zero_stage},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if precision == "bf16":
+        # BatchNorm buffers must follow the parameters to bf16 or the forward mixes dtypes.
+        cfg["bf16"] = {"enabled": True}
+        cfg["data_types"] = {"buffer_dtype": "bf16"}
+    return cfg
+
+
+def build_engine(module: nn.Module, param_groups: list[dict], *, precision: str = "fp32",
+                 zero_stage: int = 0, betas=(0.5, 0.999)):
+    """A DeepSpeed engine training ``param_groups`` of ``module`` with a torch Adam."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import deepspeed
+
+    groups = [g for g in param_groups if g["params"]]
+    opt = torch.optim.Adam(groups, betas=tuple(betas))
+    engine, _, _, _ = deepspeed.initialize(model=module, optimizer=opt,
+                                           config=ds_config(precision, zero_stage, dist_info().world_size))
+    return engine
+
+
+def param_dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
