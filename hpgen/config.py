@@ -91,6 +91,12 @@ class TrainConfig:
     gp_weight: float = _f(0.1, "lambda of the WGAN-GP gradient penalty (Eq. 10)")
     gp_norm: str = _f("sample", "gradient-penalty norm: 'sample' (over the whole clip, WGAN-GP paper) or 'voxel' "
                                 "(over channels at each position, mean over positions; the authors' code)")
+    gp_method: str = _f("explicit", "how the penalty's input gradient is computed: 'explicit' (the critic's chain rule "
+                                    "with transposed convolutions and LeakyReLU masks, a first-order graph; "
+                                    "models/input_grad.py) or 'autograd' (create_graph=True and a double backward); "
+                                    "the same values and gradients")
+    gp_every: int = _f(1, "lazy regularisation (StyleGAN2 Sec. 3.1): the penalty on every k-th critic step only, "
+                          "with weight k * gp_weight (1: every step)")
     critic_steps: int = _f(3, "critic updates per generator update at GAN scales")
     generator_steps: int = _f(3, "generator updates per iteration at GAN scales")
     noise_amp: float = _f(0.1, "z_n amplitude = noise_amp * RMSE(upsampled reconstruction, real) at each GAN scale")
@@ -114,6 +120,11 @@ class TrainConfig:
         """Steps of scale n."""
         its = self.iters_per_scale
         return its[0] if len(its) == 1 else its[n]
+
+    def gp_weight_at(self, critic_step: int) -> float:
+        """The penalty's weight at the critic step ``critic_step`` of a scale (counted from 0):
+        k * gp_weight on every k-th step, 0 between (lazy regularisation, k = gp_every)."""
+        return self.gp_weight * self.gp_every if critic_step % self.gp_every == 0 else 0.0
 
     def steps_before(self, n: int) -> int:
         """Global step at which scale n starts (logs and metrics order the scales by it)."""
@@ -291,6 +302,10 @@ def validate(cfg) -> None:
             raise HpgenError(f"model.norm_stats must be 'running' or 'batch', not '{cfg.model.norm_stats}'")
         if tr.gp_norm not in ("sample", "voxel"):
             raise HpgenError(f"train.gp_norm must be 'sample' or 'voxel', not '{tr.gp_norm}'")
+        if tr.gp_method not in ("explicit", "autograd"):
+            raise HpgenError(f"train.gp_method must be 'explicit' or 'autograd', not '{tr.gp_method}'")
+        if tr.gp_every < 1:
+            raise HpgenError("train.gp_every must be >= 1 (1: the penalty at every critic step)")
         if cfg.model.encoder_blocks < 0:
             raise HpgenError("model.encoder_blocks must be >= 0 (0: model.num_blocks)")
         if not 1 <= tr.vae_scales <= py.num_scales:

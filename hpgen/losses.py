@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 Critic = Callable[[torch.Tensor], torch.Tensor]
+InputGrad = Callable[[torch.Tensor], torch.Tensor]  # x -> grad_x sum(critic(x)), differentiable in the weights
 
 
 def reconstruction(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -42,12 +43,15 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | N
 
 
 def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor,
-                     eps: torch.Tensor | None = None, norm: str = "sample") -> torch.Tensor:
+                     eps: torch.Tensor | None = None, norm: str = "sample",
+                     input_grad: InputGrad | None = None) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al.): E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates
     x_hat = eps * real + (1 - eps) * fake, eps ~ U(0, 1) per sample (drawn unless given).
 
-    The gradient is that of the sum of the critic's score map. ``norm`` says over what the
-    2-norm is taken:
+    The gradient is that of the sum of the critic's score map: ``input_grad(x_hat)`` when
+    given (the critic's explicit chain rule, hpgen/models/input_grad.py: the same function
+    of the weights, differentiated to first order), otherwise autograd's, whose graph then
+    needs a double backward. ``norm`` says over what the 2-norm is taken:
       "sample": over the whole clip, as in the WGAN-GP paper, whose critic gives one score
                 per sample;
       "voxel":  over the colour channels at each space-time position, the mean of the
@@ -59,9 +63,12 @@ def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor,
     if eps is None:
         eps = torch.rand((real.shape[0],), device=real.device)
     eps = eps.reshape((real.shape[0],) + (1,) * (real.dim() - 1)).to(real.dtype)
-    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    scores = critic(x_hat)
-    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    x_hat = eps * real.detach() + (1 - eps) * fake.detach()
+    if input_grad is not None:
+        grad = input_grad(x_hat)
+    else:
+        x_hat.requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     if norm == "voxel":
         return (grad.float().norm(2, dim=1) - 1.0).pow(2).mean()
     if norm != "sample":
@@ -70,11 +77,20 @@ def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor,
 
 
 def wgan_critic(critic: Critic, real: torch.Tensor, fake: torch.Tensor, gp_weight: float,
-                eps: torch.Tensor | None = None, gp_norm: str = "sample") -> tuple[torch.Tensor, dict]:
-    """Critic phase of Eq. 10 as one scalar: -E[D(x)] + E[D(fake)] + lambda * GP."""
-    d_real = critic(real).float().mean()
-    d_fake = critic(fake.detach()).float().mean()
-    gp = gradient_penalty(critic, real, fake, eps, gp_norm) if gp_weight > 0 else d_real.new_zeros(())
+                eps: torch.Tensor | None = None, gp_norm: str = "sample", input_grad: InputGrad | None = None,
+                joint: bool = False) -> tuple[torch.Tensor, dict]:
+    """Critic phase of Eq. 10 as one scalar: -E[D(x)] + E[D(fake)] + lambda * GP.
+
+    ``joint``: score real and fake clips in one batch (exact when a clip's scores do not
+    depend on the rest of its batch: no BatchNorm with batch statistics). ``gp_weight`` 0
+    skips the penalty (lazy regularisation's steps without it)."""
+    if joint:
+        d_real, d_fake = critic(torch.cat([real, fake.detach()])).float().split([real.shape[0], fake.shape[0]])
+        d_real, d_fake = d_real.mean(), d_fake.mean()
+    else:
+        d_real = critic(real).float().mean()
+        d_fake = critic(fake.detach()).float().mean()
+    gp = gradient_penalty(critic, real, fake, eps, gp_norm, input_grad) if gp_weight > 0 else d_real.new_zeros(())
     loss = d_fake - d_real + gp_weight * gp
     return loss, {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "gp": gp.detach(),
                   "wdist": (d_real - d_fake).detach()}

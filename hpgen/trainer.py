@@ -170,6 +170,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
                 if step > step0 and feed.streaming:
                     st.reals = cast(next(batches))
                     st.cache.clear()  # per-batch tensors (the reconstruction input) are stale
+                st.step = step
                 stats = run_iteration(method, model, critic, st, engines, pipe.pipelined)
                 done_steps = step + 1
                 if done_steps % cfg.train.log_every == 0 or done_steps == iters:

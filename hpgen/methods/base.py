@@ -61,6 +61,7 @@ class ScaleState:
     stages: int = 1
     all_mean: Callable[[torch.Tensor], torch.Tensor] = _identity
     pipe: object = None
+    step: int = 0  # the iteration of scale n being run (the trainer sets it; lazy penalties count by it)
 
     def __post_init__(self):
         if self.pipe is None:  # a one-stage pipeline: every scale local, no communication

@@ -20,10 +20,12 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from torch.nn.utils import parametrize
 
 from .. import losses
 from ..models import HPVAEGAN, PatchCritic
 from ..models.hpvaegan import Windows
+from ..models.input_grad import uses_batch_statistics
 from ..pyramid import resize
 from .base import ScaleState
 
@@ -247,8 +249,15 @@ class HPVAEGANMethod:
             return None, {}
         with torch.no_grad():
             fake = self._random_fake(model, st, i)
-        loss, stats = losses.wgan_critic(critic, st.cache["real"], fake, self.tr.gp_weight, st.cache["gp_eps"][i],
-                                         gp_norm=self.tr.gp_norm)
+        # The critic's spectral-norm weights are computed once for the phase (one power
+        # iteration), shared by D(real), D(fake) and the penalty. The patch critic has no
+        # BatchNorm, so real and fake are scored in one batch, exactly.
+        with parametrize.cached():
+            loss, stats = losses.wgan_critic(
+                critic, st.cache["real"], fake, self.tr.gp_weight_at(st.step * self.tr.critic_steps + i),
+                st.cache["gp_eps"][i], gp_norm=self.tr.gp_norm,
+                input_grad=critic.input_gradient if self.tr.gp_method == "explicit" else None,
+                joint=not uses_batch_statistics(critic))
         return loss * st.mean_scale, stats
 
     def generator_loss(self, model: HPVAEGAN, critic, st: ScaleState, i: int):

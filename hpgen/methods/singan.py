@@ -137,11 +137,13 @@ class SinGANMethod:
 
     # -- phases ----------------------------------------------------------------
     def phases(self, model: SinGANStack, critic, st: ScaleState) -> list[Phase]:
-        return ([("d", lambda: self.critic_loss(model, critic, st))] * self.tr.critic_steps
+        return ([("d", lambda i=i: self.critic_loss(model, critic, st, i)) for i in range(self.tr.critic_steps)]
                 + [("g", lambda: self.generator_loss(model, critic, st))] * self.tr.generator_steps)
 
-    def critic_loss(self, model: SinGANStack, critic: SinGANCritics, st: ScaleState):
+    def critic_loss(self, model: SinGANStack, critic: SinGANCritics, st: ScaleState, i: int = 0):
         """Eq. 3-4: image WGAN-GP + alpha * video WGAN-GP, each with its own gradient penalty."""
+        gp_weight = self.tr.gp_weight_at(st.step * self.tr.critic_steps + i)
+        explicit = self.tr.gp_method == "explicit"
         critic.requires_grad_(True)  # the generator phase froze it
         with torch.no_grad():
             fake = self._fake(model, st)
@@ -149,15 +151,16 @@ class SinGANMethod:
         f = st.cache["factor"]
         loss, stats = fake.new_zeros((), dtype=torch.float32), {}
         if self.w_vid:
-            lv, s = losses.wgan_critic(critic.video, real, fake[:, :, ::f], self.tr.gp_weight,
-                                         gp_norm=self.tr.gp_norm)
+            lv, s = losses.wgan_critic(critic.video, real, fake[:, :, ::f], gp_weight, gp_norm=self.tr.gp_norm,
+                                       input_grad=critic.video.input_gradient if explicit else None)
             loss = loss + self.w_vid * lv
             stats.update({f"vid_{k}": v for k, v in s.items()})
         if self.w_img:
             # Every generated frame is judged; the real frames are repeated f times so that the
             # penalty's interpolates pair each fake frame with a real one.
-            li, s = losses.wgan_critic(critic.frames, real.repeat_interleave(f, dim=2), fake, self.tr.gp_weight,
-                                         gp_norm=self.tr.gp_norm)
+            li, s = losses.wgan_critic(critic.frames, real.repeat_interleave(f, dim=2), fake, gp_weight,
+                                       gp_norm=self.tr.gp_norm,
+                                       input_grad=critic.frames_input_gradient if explicit else None)
             loss = loss + self.w_img * li
             stats.update({f"img_{k}": v for k, v in s.items()})
         stats["wdist"] = stats.get("vid_wdist", stats.get("img_wdist"))

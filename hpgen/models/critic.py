@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from .blocks import conv_stack
+from .input_grad import input_gradient
 
 
 class PatchCritic(nn.Module):
@@ -21,3 +22,12 @@ class PatchCritic(nn.Module):
             b, c, t, h, w = x.shape
             return self.body(x.transpose(1, 2).reshape(b * t, c, h, w)).reshape(b, t, -1, h, w).transpose(1, 2)
         return self.body(x)
+
+    def input_gradient(self, x: torch.Tensor) -> torch.Tensor:
+        """grad_x sum(self(x)) as a first-order graph in the parameters (models/input_grad.py):
+        what WGAN-GP penalises, without a double backward."""
+        if self.dims == 2 and x.dim() == 5:
+            b, c, t, h, w = x.shape
+            g = input_gradient(self.body, x.transpose(1, 2).reshape(b * t, c, h, w))
+            return g.reshape(b, t, c, h, w).transpose(1, 2)
+        return input_gradient(self.body, x)

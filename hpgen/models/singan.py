@@ -26,6 +26,7 @@ import torch.nn as nn
 from ..pyramid import ScaleShape, resize
 from .blocks import conv_stack
 from .generator import ScaleGenerator
+from .input_grad import input_gradient
 from .separable import FrameGenerator, SeparableConv3d, SeparableGenerator
 
 _RESIZABLE_BUFFERS = ("noise_amps", "z_opt", "path_frames")
@@ -203,6 +204,10 @@ class SinGANCritic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
+    def input_gradient(self, x: torch.Tensor) -> torch.Tensor:
+        """grad_x sum(self(x)), exact through BatchNorm's batch statistics (models/input_grad.py)."""
+        return input_gradient(self.body, x)
+
 
 class SinGANCritics(nn.Module):
     """The critics of one scale in one module, so that they train as one engine: a per-frame
@@ -218,6 +223,12 @@ class SinGANCritics(nn.Module):
         """Image-critic scores of every frame of (B, C, T, H, W)."""
         b, c, t, h, w = x.shape
         return self.image(x.transpose(1, 2).reshape(b * t, c, h, w))
+
+    def frames_input_gradient(self, x: torch.Tensor) -> torch.Tensor:
+        """grad_x sum(self.frames(x)) for (B, C, T, H, W) ``x``."""
+        b, c, t, h, w = x.shape
+        g = self.image.input_gradient(x.transpose(1, 2).reshape(b * t, c, h, w))
+        return g.reshape(b, t, c, h, w).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # for tools that call the module itself
         return self.video(x) if self.video is not None else self.frames(x)
