@@ -1,0 +1,232 @@
+"""Census of one training iteration per scale, on CPU: FLOPs, aten ops and host syncs, and
+a projection of the run's GPU hours from them.
+
+    python bench/census.py --config configs/hpvaegan/paper.toml --out census_paper.json
+    python bench/census.py --config configs/hpvaegan/paper.toml --name autograd train.gp_method=\\"autograd\\"
+
+Every scale runs the trainer's own iteration (``hpgen.trainer.run_iteration`` on DeepSpeed
+engines) at the preset's true frame sizes, on synthetic clips (content does not change
+the cost), after one untimed iteration (Adam's state, the scale's cached inputs).
+
+FLOPs (``torch.utils.flop_counter``'s per-op formulas: convolutions forward and backward,
+matmuls) are counted at the true T x H x W but with few channels, and are exact anyway: every
+counted op is a convolution or matrix product whose FLOPs are a polynomial of degree 2 in
+the width c of the networks when the latent width is a fixed multiple of c (3 colour
+channels and 1 score channel stay fixed). The iteration is counted at c = d, 2d, 3d (d the
+smallest width that keeps latent/channels exact) and the quadratic through those three
+points is evaluated at the preset's width. So a full-HD finest scale is counted in seconds
+on a laptop.
+
+aten ops are every operator call that reaches the dispatcher during the iteration (views and
+other metadata-only ops are counted separately as ``view_ops``, since they launch no GPU
+kernel); ``host_syncs`` counts ``_local_scalar_dense`` (``.item()``/``float()``), each of which
+stalls the host on the device. Both do not depend on c; they are counted at c = d.
+
+The projection per iteration is max(FLOPs / R, kernel_ops x h): with no host syncs the host
+queues kernels ahead of the device, so an iteration takes the longer of the device's work and
+the host's launches. R (sustained FLOP/s) and h (host seconds per launched op) are
+arguments; their defaults and the reasons for them are in ``--help`` and docs/BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import torch  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils.flop_counter import flop_registry  # noqa: E402
+
+from hpgen import engine as eng  # noqa: E402
+from hpgen.config import load_config  # noqa: E402
+from hpgen.data import plan  # noqa: E402
+from hpgen.methods import get_method  # noqa: E402
+from hpgen.methods.base import ScaleState  # noqa: E402
+from hpgen.trainer import run_iteration  # noqa: E402
+
+# H100 fp32 (TF32) on these convolution shapes: docs/BENCHMARKS.md measured the old finest
+# scale (13x256x602) at 2.48 s/iter and 88.3 TFLOP/iter, of which 1.26 s went to the 15
+# double-backward convolutions (4.6% of the FLOPs); the other 84.2 TFLOP ran in 1.22 s,
+# 69 TFLOP/s. The default is a rounder, lower 50 TFLOP/s.
+DEFAULT_RATE = 50e12
+# Host cost per launched kernel: the H100 VAE scales took 15-19 ms per iteration for under
+# 1 ms of GPU work (docs/BENCHMARKS.md) while running the kernel-op counts this census gives
+# for them before this change (1,017-1,201): about 15 us per op.
+DEFAULT_HOST_S = 15e-6
+
+VIEW_OPS = {"view", "_unsafe_view", "reshape", "_reshape_alias", "t", "transpose", "permute", "expand", "slice",
+            "select", "unsqueeze", "squeeze", "alias", "detach", "as_strided", "unbind", "split", "split_with_sizes",
+            "chunk", "narrow", "view_as", "expand_as", "flatten", "unflatten", "lift_fresh", "_to_copy_noop",
+            "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "is_same_size", "sym_size",
+            "sym_stride", "sym_numel", "sym_storage_offset", "stride", "size", "numel", "dim", "is_nonzero",
+            "_has_compatible_shallow_copy_type", "set_", "resolve_conj", "resolve_neg", "conj", "_conj"}
+
+
+class Census(TorchDispatchMode):
+    """FLOPs, operator calls and host syncs of everything run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops, self.ops, self.views, self.syncs = 0, 0, 0, 0
+        self.by_op: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func.overloadpacket.__name__
+        if name in VIEW_OPS:
+            self.views += 1
+        else:
+            self.ops += 1
+            self.by_op[name] = self.by_op.get(name, 0) + 1
+        if name == "_local_scalar_dense" and not _from_optimizer():
+            self.syncs += 1
+        count = flop_registry.get(func.overloadpacket)
+        if count is not None:
+            self.flops += count(*args, **kwargs, out_val=out)
+        return out
+
+
+def _from_optimizer() -> bool:
+    """A scalar read inside torch.optim reads a step counter that stays on the host on a GPU
+    too (non-fused Adam): no device sync."""
+    import traceback
+
+    return any("torch/optim/" in f.filename for f in traceback.extract_stack())
+
+
+def synthetic_reals(shapes, clips: int) -> list[torch.Tensor]:
+    from bench_train import synthetic_reals as sr
+
+    return sr(shapes, clips, "cpu")
+
+
+def count_scale(cfg, shapes, n: int, step: int) -> Census:
+    """One iteration of scale n (the ``step``-th; iteration 0 runs untimed before it)."""
+    eng.seed_everything(0)
+    method = get_method(cfg.train.method)(cfg)
+    model, critic = method.build_model(), None
+    for k in range(n + 1):
+        critic = method.grow(model, critic, k)
+    groups = method.param_groups(model, critic, n)
+    engines = {name: eng.build_engine(critic if name == "d" else model, g, precision="fp32",
+                                      zero_stage=0, betas=cfg.train.betas) for name, g in groups.items()}
+    st = ScaleState(n, list(shapes), synthetic_reals(shapes, 1))
+    method.begin_scale(model, st)
+    st.step = 0 if step else 1  # a warm-up step of the other kind
+    run_iteration(method, model, critic, st, engines)
+    st.step = step
+    with Census() as c:
+        run_iteration(method, model, critic, st, engines)
+    return c
+
+
+def widths(cfg) -> tuple[int, int]:
+    """(d, r): count at channels d, 2d, 3d with latent channels r * channels exactly."""
+    ch, lat = cfg.model.channels, cfg.model.latent_channels
+    g = math.gcd(ch, lat)
+    return ch // g, lat // g  # channels = d * m, latent = r * m for m = g
+
+
+def quadratic_at(xs, ys, x) -> int:
+    """The degree-2 polynomial through (xs, ys), at x (exact, in fractions)."""
+    total = Fraction(0)
+    for i, (xi, yi) in enumerate(zip(xs, ys)):
+        term = Fraction(yi)
+        for j, xj in enumerate(xs):
+            if j != i:
+                term *= Fraction(x - xj, xi - xj)
+        total += term
+    assert total.denominator == 1, total
+    return int(total)
+
+
+def census(cfg_path: str, overrides: list[str], scales=None, rate=DEFAULT_RATE, host_s=DEFAULT_HOST_S) -> dict:
+    cfg = load_config(cfg_path, overrides)
+    _, shapes, _ = plan(cfg)
+    d, r = widths(cfg)
+    m = cfg.model.channels // d
+    steps = [0] if cfg.train.gp_every == 1 or cfg.train.method != "hpvaegan" else [0, 1]
+    rows = []
+    for n in (scales if scales is not None else range(len(shapes))):
+        t0 = time.time()
+        row = {"scale": n, "thw": list(shapes[n].thw), "voxels": shapes[n].voxels, "iters": cfg.train.iters(n)}
+        flops_by_step = []
+        for step in steps:
+            counts = []
+            for k in (1, 2, 3):
+                c = load_config(cfg_path, [*overrides, f"model.channels={k * d}", f"model.latent_channels={k * r}"])
+                cen = count_scale(c, shapes, n, step)
+                counts.append(cen.flops)
+                if k == 1 and step == 0:
+                    row.update(aten_ops=cen.ops, view_ops=cen.views, host_syncs=cen.syncs,
+                               top_ops=dict(sorted(cen.by_op.items(), key=lambda kv: -kv[1])[:12]))
+            flops_by_step.append(quadratic_at([1, 2, 3], counts, m))
+        gan = cfg.train.method != "hpvaegan" or n >= cfg.train.vae_scales
+        if len(steps) == 2 and gan:
+            k = cfg.train.gp_every  # with critic_steps c, a share 1/k of critic steps has the penalty
+            with_gp, without = flops_by_step
+            row["flops_with_gp"], row["flops_without_gp"] = with_gp, without
+            row["flops"] = round(without + (with_gp - without) / k)
+        else:
+            row["flops"] = flops_by_step[0]
+        row["device_s"] = row["flops"] / rate
+        row["host_s"] = row["aten_ops"] * host_s
+        row["projected_s_per_iter"] = max(row["device_s"], row["host_s"])
+        row["count_seconds"] = time.time() - t0
+        rows.append(row)
+        print(f"scale {n} {shapes[n].thw}: {row['flops'] / 1e12:.3f} TFLOP, {row['aten_ops']} ops, "
+              f"{row['host_syncs']} syncs, {row['projected_s_per_iter'] * 1e3:.1f} ms/iter projected "
+              f"({row['count_seconds']:.0f} s to count)", flush=True)
+    hours = sum(rw["projected_s_per_iter"] * rw["iters"] for rw in rows) / 3600
+    return {"config": cfg_path, "overrides": overrides, "channels": cfg.model.channels,
+            "critic_steps": cfg.train.critic_steps, "generator_steps": cfg.train.generator_steps,
+            "gp_method": getattr(cfg.train, "gp_method", "autograd"), "gp_every": getattr(cfg.train, "gp_every", 1),
+            "rate_flops_per_s": rate, "host_s_per_op": host_s, "scales": rows,
+            "projected_gpu_hours": hours if scales is None else None,
+            "total_flops": sum(rw["flops"] * rw["iters"] for rw in rows)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(REPO / "configs/hpvaegan/paper.toml"))
+    ap.add_argument("--name", default=None, help="label stored in the JSON")
+    ap.add_argument("--scales", default="all", help="all | finest | comma-separated indices")
+    ap.add_argument("--rate", type=float, default=DEFAULT_RATE,
+                    help="sustained device FLOP/s for the projection (default 50e12: H100 TF32 on these convolutions "
+                         "ran 69e12 outside the old penalty's double backward)")
+    ap.add_argument("--host-us", type=float, default=DEFAULT_HOST_S * 1e6,
+                    help="host microseconds per launched op (default 15: H100 VAE scales, 15-19 ms per iteration "
+                         "of about 1,000-1,200 ops)")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    eng.setup_distributed("cpu")
+    cfg = load_config(args.config, args.overrides)
+    num = cfg.pyramid.num_scales
+    scales = None if args.scales == "all" else [num - 1] if args.scales == "finest" else \
+        [int(s) for s in args.scales.split(",")]
+    report = census(args.config, args.overrides, scales, args.rate, args.host_us * 1e-6)
+    report["name"] = args.name
+    report["torch"] = torch.__version__
+    out = Path(args.out or REPO / "bench" / "results" / f"census_{args.name or Path(args.config).stem}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    if report["projected_gpu_hours"] is not None:
+        print(f"projected: {report['projected_gpu_hours']:.2f} GPU hours at {args.rate / 1e12:g} TFLOP/s and "
+              f"{args.host_us:g} us/op")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
