@@ -149,12 +149,18 @@ def quadratic_at(xs, ys, x) -> int:
     return int(total)
 
 
-def census(cfg_path: str, overrides: list[str], scales=None, rate=DEFAULT_RATE, host_s=DEFAULT_HOST_S) -> dict:
+def census(cfg_path: str, overrides: list[str], scales=None, rate=DEFAULT_RATE, host_s=DEFAULT_HOST_S,
+           input_hw: tuple[int, int] | None = None) -> dict:
     cfg = load_config(cfg_path, overrides)
-    _, shapes, _ = plan(cfg)
+    if input_hw is None:  # the preset's own clip (only its size is read)
+        _, shapes, _ = plan(cfg)
+    else:
+        from hpgen.pyramid import shapes_from_config
+
+        shapes = shapes_from_config(cfg.pyramid, input_hw)
     d, r = widths(cfg)
     m = cfg.model.channels // d
-    steps = [0] if cfg.train.gp_every == 1 or cfg.train.method != "hpvaegan" else [0, 1]
+    steps = [0] if getattr(cfg.train, "gp_every", 1) == 1 or cfg.train.method != "hpvaegan" else [0, 1]
     rows = []
     for n in (scales if scales is not None else range(len(shapes))):
         t0 = time.time()
@@ -187,7 +193,7 @@ def census(cfg_path: str, overrides: list[str], scales=None, rate=DEFAULT_RATE, 
               f"{row['host_syncs']} syncs, {row['projected_s_per_iter'] * 1e3:.1f} ms/iter projected "
               f"({row['count_seconds']:.0f} s to count)", flush=True)
     hours = sum(rw["projected_s_per_iter"] * rw["iters"] for rw in rows) / 3600
-    return {"config": cfg_path, "overrides": overrides, "channels": cfg.model.channels,
+    return {"config": cfg_path, "overrides": overrides, "input_hw": input_hw, "channels": cfg.model.channels,
             "critic_steps": cfg.train.critic_steps, "generator_steps": cfg.train.generator_steps,
             "gp_method": getattr(cfg.train, "gp_method", "autograd"), "gp_every": getattr(cfg.train, "gp_every", 1),
             "rate_flops_per_s": rate, "host_s_per_op": host_s, "scales": rows,
@@ -206,6 +212,7 @@ def main(argv=None) -> int:
     ap.add_argument("--host-us", type=float, default=DEFAULT_HOST_S * 1e6,
                     help="host microseconds per launched op (default 15: H100 VAE scales, 15-19 ms per iteration "
                          "of about 1,000-1,200 ops)")
+    ap.add_argument("--input-hw", default=None, help="HxW: a synthetic input of this size instead of the preset's clip")
     ap.add_argument("--out", default=None)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
@@ -215,7 +222,8 @@ def main(argv=None) -> int:
     num = cfg.pyramid.num_scales
     scales = None if args.scales == "all" else [num - 1] if args.scales == "finest" else \
         [int(s) for s in args.scales.split(",")]
-    report = census(args.config, args.overrides, scales, args.rate, args.host_us * 1e-6)
+    hw = tuple(int(v) for v in args.input_hw.split("x")) if args.input_hw else None
+    report = census(args.config, args.overrides, scales, args.rate, args.host_us * 1e-6, hw)
     report["name"] = args.name
     report["torch"] = torch.__version__
     out = Path(args.out or REPO / "bench" / "results" / f"census_{args.name or Path(args.config).stem}.json")
