@@ -185,3 +185,17 @@ def test_the_guard_sees_autograd_double_backward():
     k, kernels = _gan_iteration_kernels(["train.gp_method=\"autograd\""])
     big = [(n, s) for n, s in kernels if any(d > k for d in s)]
     assert len(big) >= 3, kernels  # one per critic layer at least
+
+
+# ------------------------------------------------------------------- lazy regularisation
+
+def test_lazy_penalty_weight_every_kth_critic_step():
+    cfg = load_config(REPO / "configs/hpvaegan/tiny.toml", ["train.gp_every=4", "train.gp_weight=0.1"])
+    weights = [cfg.train.gp_weight_at(i) for i in range(9)]
+    assert weights == pytest.approx([0.4, 0, 0, 0, 0.4, 0, 0, 0, 0.4])
+    cfg = load_config(REPO / "configs/hpvaegan/tiny.toml")
+    assert [cfg.train.gp_weight_at(i) for i in range(3)] == pytest.approx([0.1] * 3)
+    with pytest.raises(Exception, match="gp_every"):
+        load_config(REPO / "configs/hpvaegan/tiny.toml", ["train.gp_every=0"])
+    with pytest.raises(Exception, match="gp_method"):
+        load_config(REPO / "configs/hpvaegan/tiny.toml", ["train.gp_method=\"double\""])
