@@ -199,3 +199,34 @@ def test_lazy_penalty_weight_every_kth_critic_step():
         load_config(REPO / "configs/hpvaegan/tiny.toml", ["train.gp_every=0"])
     with pytest.raises(Exception, match="gp_method"):
         load_config(REPO / "configs/hpvaegan/tiny.toml", ["train.gp_method=\"double\""])
+
+
+def test_activation_checkpointing_bit_identical_with_the_explicit_cached_phase():
+    """The critic phase as hpvaegan runs it (spectral-norm weights cached for the phase, real
+    and fake in one batch, explicit penalty) gives the same gradients and buffers with the
+    critic's blocks recomputed in backward."""
+    from hpgen.engine import set_activation_checkpointing
+
+    torch.manual_seed(0)
+    critic = PatchCritic(3, channels=8, num_blocks=4)
+    real, fake = torch.rand(2, 2, 3, 5, 14, 17) * 2 - 1
+    eps = torch.rand(2)
+    start = copy.deepcopy(critic.state_dict())
+    out = []
+    for ckpt in (False, True):
+        critic.load_state_dict(start)
+        critic.zero_grad(set_to_none=True)
+        set_activation_checkpointing(critic, ckpt)
+        with parametrize.cached():
+            loss, _ = losses.wgan_critic(critic, real, fake, 0.1, eps, "voxel", input_grad=critic.input_gradient,
+                                         joint=True)
+        loss.backward()
+        out.append(({k: p.grad.clone() for k, p in critic.named_parameters() if p.grad is not None},
+                    copy.deepcopy(critic.state_dict())))
+    set_activation_checkpointing(critic, False)
+    (g0, s0), (g1, s1) = out
+    assert g0.keys() == g1.keys() and len(g0) >= 8
+    for k in g0:
+        assert torch.equal(g0[k], g1[k]), k
+    for k in s0:
+        assert torch.equal(s0[k], s1[k]), k
