@@ -136,7 +136,8 @@ def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpoin
         eng.set_channels_last(net, cfg.dist.channels_last)
     groups = method.param_groups(model, critic, n)
     engines = {name: eng.build_engine(critic if name == "d" else model, g, precision=precision,
-                                      zero_stage=cfg.dist.zero_stage, betas=cfg.train.betas)
+                                      zero_stage=cfg.dist.zero_stage, betas=cfg.train.betas,
+                                              grad_clip=cfg.train.grad_clip)
                for name, g in groups.items()}
     dtype = eng.param_dtype(model)
     st = ScaleState(n, list(shapes), [r.to(dtype) for r in reals])

@@ -143,8 +143,9 @@ def count_scale(cfg, shapes, n: int, step: int, shapes_only: bool = True) -> Cen
     for k in range(n + 1):
         critic = method.grow(model, critic, k)
     groups = method.param_groups(model, critic, n)
-    engines = {name: eng.build_engine(critic if name == "d" else model, g, precision="fp32",
-                                      zero_stage=0, betas=cfg.train.betas) for name, g in groups.items()}
+    clip = {"grad_clip": cfg.train.grad_clip} if hasattr(cfg.train, "grad_clip") else {}  # older code: none
+    engines = {name: eng.build_engine(critic if name == "d" else model, g, precision="fp32", zero_stage=0,
+                                      betas=cfg.train.betas, **clip) for name, g in groups.items()}
     st = ScaleState(n, list(shapes), synthetic_reals(shapes, 1))
     with Census(shapes_only):  # set-up and a warm-up step of the other kind, not counted
         method.begin_scale(model, st)

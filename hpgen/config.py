@@ -99,6 +99,8 @@ class TrainConfig:
                           "with weight k * gp_weight (1: every step)")
     critic_steps: int = _f(3, "critic updates per generator update at GAN scales")
     generator_steps: int = _f(3, "generator updates per iteration at GAN scales")
+    grad_clip: float = _f(1.0, "clip each network's global gradient norm at this value (0: no clipping); 1.0 is "
+                               "DeepSpeed's default, which every hpgen run had before this key existed")
     noise_amp: float = _f(0.1, "z_n amplitude = noise_amp * RMSE(upsampled reconstruction, real) at each GAN scale")
     recon_weight: float = _f(1.0, "weight of the reconstruction term at GAN scales (Eq. 11 has 1)")
     crop_height: int = _f(0, "GAN scales train on random crops this many pixels high (0: full frames); the "
@@ -304,6 +306,8 @@ def validate(cfg) -> None:
             raise HpgenError(f"train.gp_norm must be 'sample' or 'voxel', not '{tr.gp_norm}'")
         if tr.gp_method not in ("explicit", "autograd"):
             raise HpgenError(f"train.gp_method must be 'explicit' or 'autograd', not '{tr.gp_method}'")
+        if tr.grad_clip < 0:
+            raise HpgenError("train.grad_clip must be >= 0 (0: no clipping)")
         if tr.gp_every < 1:
             raise HpgenError("train.gp_every must be >= 1 (1: the penalty at every critic step)")
         if cfg.model.encoder_blocks < 0:

@@ -146,7 +146,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
                 eng.set_cpu_conv3d_layout(net, dev.type == "cpu")
             groups = method.param_groups(model, critic, n)
             engines = {name: eng.build_engine(critic if name == "d" else model, g, precision=precision,
-                                              zero_stage=cfg.dist.zero_stage, betas=cfg.train.betas)
+                                              zero_stage=cfg.dist.zero_stage, betas=cfg.train.betas,
+                                              grad_clip=cfg.train.grad_clip)
                        for name, g in groups.items()}
             if pipe.pipelined:
                 for e in engines.values():

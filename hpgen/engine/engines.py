@@ -10,8 +10,11 @@ import torch.nn as nn
 from .distributed import dist_info
 
 
-def ds_config(precision: str = "fp32", zero_stage: int = 0, world_size: int = 1) -> dict:
+def ds_config(precision: str = "fp32", zero_stage: int = 0, world_size: int = 1, grad_clip: float = 1.0) -> dict:
     cfg = {
+        # DeepSpeed clips the global gradient norm at 1.0 unless told otherwise; hpgen states it
+        # (train.grad_clip) instead of inheriting it.
+        "gradient_clipping": grad_clip,
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
         "train_batch_size": world_size,
@@ -28,7 +31,7 @@ def ds_config(precision: str = "fp32", zero_stage: int = 0, world_size: int = 1)
 
 
 def build_engine(module: nn.Module, param_groups: list[dict], *, precision: str = "fp32",
-                 zero_stage: int = 0, betas=(0.5, 0.999)):
+                 zero_stage: int = 0, betas=(0.5, 0.999), grad_clip: float = 1.0):
     """A DeepSpeed engine training ``param_groups`` of ``module`` with a torch Adam."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -40,7 +43,11 @@ def build_engine(module: nn.Module, param_groups: list[dict], *, precision: str 
     # with .item()); PyTorch has fused Adam for CPU and CUDA.
     opt = torch.optim.Adam(groups, betas=tuple(betas), fused=True)
     engine, _, _, _ = deepspeed.initialize(model=module, optimizer=opt,
-                                           config=ds_config(precision, zero_stage, dist_info().world_size))
+                                           config=ds_config(precision, zero_stage, dist_info().world_size, grad_clip))
+    if dist_info().world_size == 1 and zero_stage == 0:
+        # One rank: the all-reduce inside backward is a flatten + copy back of every gradient
+        # (one copy_ per parameter tensor, the same values); skip it.
+        engine.enable_backward_allreduce = False
     return engine
 
 
