@@ -52,15 +52,20 @@ from hpgen.methods import get_method  # noqa: E402
 from hpgen.methods.base import ScaleState  # noqa: E402
 from hpgen.trainer import run_iteration  # noqa: E402
 
-# H100 fp32 (TF32) on these convolution shapes: docs/BENCHMARKS.md measured the old finest
-# scale (13x256x602) at 2.48 s/iter and 88.3 TFLOP/iter, of which 1.26 s went to the 15
-# double-backward convolutions (4.6% of the FLOPs); the other 84.2 TFLOP ran in 1.22 s,
-# 69 TFLOP/s. The default is a rounder, lower 50 TFLOP/s.
-DEFAULT_RATE = 50e12
-# Host cost per launched kernel: the H100 VAE scales took 15-19 ms per iteration for under
-# 1 ms of GPU work (docs/BENCHMARKS.md) while running the kernel-op counts this census gives
-# for them before this change (1,017-1,201): about 15 us per op.
-DEFAULT_HOST_S = 15e-6
+# Sustained device rate: what one H100 ran on these convolution shapes (docs/BENCHMARKS.md,
+# profile of the old finest scale 13x256x602, 88.3 TFLOP/iter, which this census reproduces:
+# 88.27). In fp32 (TF32), 2.48 s/iter of which 1.26 s went to the penalty's double-backward
+# convolutions (about 4.6% of the FLOPs); the other ~84.2 TFLOP ran in 1.22 s: 69 TFLOP/s. In
+# bf16, 3.84 s/iter of which 3.07 s in the generic kernel those convolutions fell back to:
+# ~84.2 TFLOP in 0.77 s, 109 TFLOP/s. The explicit penalty leaves only convolutions of the kind
+# that ran at those rates.
+RATE_FP32 = 69e12
+RATE_BF16 = 109e12
+# Host cost per launched (non-view) op: the H100 VAE scales of the old preset took 16, 17, 15
+# and 19 ms per iteration for under 1 ms of GPU work, while running 570, 790, 845 and 878
+# kernel ops (this census on that code and preset; with view ops 855-1,326): 22 us per op on
+# average. It holds DeepSpeed's and Python's per-iteration overheads too.
+DEFAULT_HOST_S = 22e-6
 
 VIEW_OPS = {"view", "_unsafe_view", "reshape", "_reshape_alias", "t", "transpose", "permute", "expand", "slice",
             "select", "unsqueeze", "squeeze", "alias", "detach", "as_strided", "unbind", "split", "split_with_sizes",
@@ -177,9 +182,10 @@ def quadratic_at(xs, ys, x) -> int:
     return int(total)
 
 
-def census(cfg_path: str, overrides: list[str], scales=None, rate=DEFAULT_RATE, host_s=DEFAULT_HOST_S,
+def census(cfg_path: str, overrides: list[str], scales=None, rate=None, host_s=DEFAULT_HOST_S,
            input_hw: tuple[int, int] | None = None, shapes_only: bool = True) -> dict:
     cfg = load_config(cfg_path, overrides)
+    rate = rate or (RATE_BF16 if cfg.dist.precision == "bf16" else RATE_FP32)
     if input_hw is None:  # the preset's own clip (only its size is read)
         _, shapes, _ = plan(cfg)
     else:
@@ -234,12 +240,12 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=str(REPO / "configs/hpvaegan/paper.toml"))
     ap.add_argument("--name", default=None, help="label stored in the JSON")
     ap.add_argument("--scales", default="all", help="all | finest | comma-separated indices")
-    ap.add_argument("--rate", type=float, default=DEFAULT_RATE,
-                    help="sustained device FLOP/s for the projection (default 50e12: H100 TF32 on these convolutions "
-                         "ran 69e12 outside the old penalty's double backward)")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="sustained device FLOP/s for the projection (default: the preset's precision: 69e12 fp32, "
+                         "109e12 bf16, one H100 on these convolutions; see RATE_FP32 in the source)")
     ap.add_argument("--host-us", type=float, default=DEFAULT_HOST_S * 1e6,
-                    help="host microseconds per launched op (default 15: H100 VAE scales, 15-19 ms per iteration "
-                         "of about 1,000-1,200 ops)")
+                    help="host microseconds per launched op (default 22: H100 VAE scales, 15-19 ms per iteration "
+                         "of 570-878 ops)")
     ap.add_argument("--input-hw", default=None, help="HxW: a synthetic input of this size instead of the preset's clip")
     ap.add_argument("--compute", action="store_true",
                     help="run the convolutions too (default: zeros of their shape, the same counts, far faster)")
@@ -260,8 +266,8 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     if report["projected_gpu_hours"] is not None:
-        print(f"projected: {report['projected_gpu_hours']:.2f} GPU hours at {args.rate / 1e12:g} TFLOP/s and "
-              f"{args.host_us:g} us/op")
+        print(f"projected: {report['projected_gpu_hours']:.2f} GPU hours at "
+              f"{report['rate_flops_per_s'] / 1e12:g} TFLOP/s and {args.host_us:g} us/op")
     print(f"wrote {out}")
     return 0
 
