@@ -8,6 +8,10 @@ size, in one run, with the same measures.
     # score samples made elsewhere (one --fakes per seed), hpgen patchnn (VGPNN) as reference
     python bench/bench_quality.py --name mine --real clip.mp4 --fakes s0/*.mp4 --fakes s1/*.mp4 \\
         --reference-patchnn
+    # hpgen patchnn (VGPNN) samples of a clip against VGPNN's published samples of it
+    python bench/bench_quality.py --name airballoons --patchnn --num 3 \
+        --real ../shared/data/vgpnn_published_airballoons/original.mp4 \
+        --published ../shared/data/vgpnn_published_airballoons/vgpnn_{1,2,3}.mp4 [patchnn.key=value ...]
     # self-check: the published samples scored as ours and as the reference (every ratio is 1)
     python bench/bench_quality.py --name selfcheck --real .../real_1.gif \\
         --fakes .../fakes_1.gif --fakes-grid --published .../fakes_1.gif
@@ -16,8 +20,12 @@ Runs are bench/results/quality/<name>/seed<k> (a finished run is reused, an inte
 one resumed: ``hpgen train`` in a subprocess, so runs are isolated), their samples
 <name>/samples_seed<k>/. Every video (real, ours, reference) is resized to one (T, H, W),
 that of our first sample, before scoring. The real video is --real, or the first run's
-finest real (reals/scale_XX.mp4). Metrics: completeness, coherence, sifid (null with the
-reason when its weights are missing), diversity_lab, diversity_gray, max_psnr.
+finest real (reals/scale_XX.mp4). With --patchnn, ours are --num ``hpgen patchnn``
+samples of --real (seeds sample_seed + i; key=value overrides go to the patchnn preset)
+at the size of the first published sample (else the real's), each timed. --published
+takes one or more files, each one sample or a grid of them. Metrics: completeness,
+coherence, shift_copy, sifid (null with the reason when its weights are missing),
+diversity_lab, diversity_gray, max_psnr.
 Writes <name>.json (per seed and mean/std over seeds for ours and the reference, and
 ours/reference ratios) and <name>.png (input, reference rows, our rows) in --out-dir.
 """
@@ -39,8 +47,8 @@ import torch  # noqa: E402
 
 from hpgen.errors import HpgenError  # noqa: E402
 
-METRICS = ("completeness", "coherence", "sifid", "diversity_lab", "diversity_gray", "max_psnr")
-RATIOS = ("completeness", "sifid", "diversity_lab", "diversity_gray")
+METRICS = ("completeness", "coherence", "shift_copy", "sifid", "diversity_lab", "diversity_gray", "max_psnr")
+RATIOS = ("completeness", "sifid", "diversity_lab", "diversity_gray", "shift_copy")
 GRID_WIDTH, GRID_GAP = 256, 10   # the HP-VAE-GAN pages: 256-px samples, 10-px black gaps
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
@@ -109,18 +117,37 @@ def train_and_sample(args, base: Path) -> tuple[dict, list, dict]:
     return groups, runs, times
 
 
-def patchnn_reference(real: torch.Tensor, num: int, device: str) -> list:
-    """``num`` hpgen patchnn (VGPNN, configs/vgpnn/default.toml) samples of ``real``, its size."""
+PATCHNN_PRESET = ROOT / "configs" / "vgpnn" / "default.toml"
+
+
+def patchnn_samples(real: torch.Tensor, num: int, device: str, preset=None, overrides=(), out_thw=None
+                    ) -> tuple[list, list]:
+    """``num`` hpgen patchnn (VGPNN) samples of ``real`` at ``out_thw`` (default: its size),
+    with ``preset`` (default configs/vgpnn/default.toml) and key=value ``overrides``, and the
+    seconds each took."""
     from hpgen.config import load_config
     from hpgen.inference import resolve_device
     from hpgen.patchnn import config as pcfg
     from hpgen.patchnn.generate import generate
 
-    default = ROOT / "configs" / "vgpnn" / "default.toml"
-    cfg = pcfg.validate(load_config(default if default.is_file() else None, [], cls=pcfg.VGPNNConfig))
-    x = real.to(resolve_device(device))
-    return [generate(x, cfg.patchnn, out_shape=tuple(real.shape[1:]), seed=cfg.patchnn.sample_seed + i).cpu()
-            for i in range(num)]
+    preset = preset or (PATCHNN_PRESET if PATCHNN_PRESET.is_file() else None)
+    cfg = pcfg.validate(load_config(preset, list(overrides), cls=pcfg.VGPNNConfig)).patchnn
+    dev = torch.device(resolve_device(device))
+    x = real.to(dev)
+    out, secs = [], []
+    for i in range(num):
+        t0 = time.perf_counter()
+        y = generate(x, cfg, out_shape=tuple(out_thw or real.shape[1:]), seed=cfg.sample_seed + i)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        secs.append(time.perf_counter() - t0)
+        out.append(y.clamp(-1, 1).cpu())
+    return out, secs
+
+
+def patchnn_reference(real: torch.Tensor, num: int, device: str) -> list:
+    """``num`` hpgen patchnn (VGPNN, configs/vgpnn/default.toml) samples of ``real``, its size."""
+    return patchnn_samples(real, num, device)[0]
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -178,32 +205,45 @@ def parse(argv):
     rest = [a for a in argv if not OVERRIDE.match(a)]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="key=value arguments are passed to `hpgen train`.")
+                                 epilog="key=value arguments are passed to `hpgen train` (with --patchnn: "
+                                        "to the patchnn preset, e.g. patchnn.completeness=false).")
     ap.add_argument("--name", required=True, help="results name: <out-dir>/<name>.json, .png and runs")
     ours = ap.add_mutually_exclusive_group(required=True)
     ours.add_argument("--config", help="train this preset once per seed, then sample it")
     ours.add_argument("--fakes", action="append", nargs="+", metavar="FILE",
                       help="our samples (any format/size); repeat --fakes for each seed")
+    ours.add_argument("--patchnn", nargs="?", const=str(PATCHNN_PRESET), metavar="PRESET",
+                      help="ours: --num hpgen patchnn samples of --real (preset default: %(const)s; "
+                           "key=value arguments override it)")
     ap.add_argument("--fakes-grid", action="store_true", help="each --fakes file is a grid like --published")
     ap.add_argument("--video", help="training clip (overrides the preset's data.video)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
     ap.add_argument("--num", type=int, default=5, help="samples per seed and patchnn references (default 5)")
     ref = ap.add_mutually_exclusive_group(required=True)
-    ref.add_argument("--published", help="reference samples side by side in one file (HP-VAE-GAN pages)")
+    ref.add_argument("--published", nargs="+", metavar="FILE",
+                     help="reference samples: files of one sample each, or of samples side by side (HP-VAE-GAN pages)")
     ref.add_argument("--reference-patchnn", action="store_true",
                      help="reference: --num hpgen patchnn (VGPNN) samples of the real clip at the same size")
     ap.add_argument("--grid-width", type=int, default=GRID_WIDTH, help="sample width in a grid file (default 256)")
     ap.add_argument("--grid-gap", type=int, default=GRID_GAP, help="black gap between grid samples (default 10)")
     ap.add_argument("--real", help="the input clip (default: the first run's finest real video)")
+    ap.add_argument("--frame-step", type=int, default=1,
+                    help="score every k-th frame of every video, after the common resize (default 1: all). "
+                         "The exact patch searches grow with frames squared: 3 makes a 75-frame clip 25 frames, "
+                         "about 9x cheaper")
     ap.add_argument("--metrics", default=",".join(METRICS), help="comma-separated (default: %(default)s)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results" / "quality"))
     args = ap.parse_args(rest)
     args.overrides = overrides
-    if overrides and not args.config:
-        ap.error(f"{overrides[0]}: key=value overrides need --config (training)")
+    if overrides and not (args.config or args.patchnn):
+        ap.error(f"{overrides[0]}: key=value overrides need --config (training) or --patchnn")
+    if args.patchnn and not args.real:
+        ap.error("--patchnn needs --real (the clip to sample)")
     if args.num < 1:
         ap.error("--num must be >= 1")
+    if args.frame_step < 1:
+        ap.error("--frame-step must be >= 1")
     return args
 
 
@@ -221,25 +261,35 @@ def run(args) -> dict:
         ours, runs, timings = train_and_sample(args, base)
         source = {"config": args.config, "video": args.video, "seeds": args.seeds, "overrides": args.overrides,
                   "runs": [str(r) for r in runs], "num": args.num}
-    else:
+    elif args.fakes:
         ours = {f"fakes{i}": load_fakes(paths, args.fakes_grid, args.grid_width, args.grid_gap)
                 for i, paths in enumerate(args.fakes)}
         runs, source = [], {"fakes": args.fakes, "grid": args.fakes_grid}
+    else:
+        runs = []
     real_path = args.real or (finest_real(runs[0]) if runs else None)
     if real_path is None:
         raise HpgenError("no real video: pass --real")
+    published = load_fakes(args.published, True, args.grid_width, args.grid_gap) if args.published else None
+    if args.patchnn:
+        clip = load(real_path)
+        thw = tuple(published[0].shape[1:]) if published else tuple(clip.shape[1:])
+        samples, secs = patchnn_samples(clip, args.num, args.device, args.patchnn, args.overrides, thw)
+        ours = {"patchnn": samples}
+        timings.update({f"patchnn_sample{i}_s": t for i, t in enumerate(secs)})
+        source = {"patchnn": args.patchnn, "overrides": args.overrides, "num": args.num, "out_thw": list(thw)}
     first = next(iter(ours.values()))[0]
     thw = tuple(first.shape[1:])
 
     def common(v):
-        return v if tuple(v.shape[1:]) == thw else resize(v.float(), thw).clamp(-1, 1)
+        v = v if tuple(v.shape[1:]) == thw else resize(v.float(), thw).clamp(-1, 1)
+        return v[:, ::args.frame_step].contiguous()
 
     real = common(load(real_path))
     ours = {k: [common(v) for v in vs] for k, vs in ours.items()}
     t0 = time.perf_counter()
     if args.published:
-        refs = {"published": [common(v) for v in load_fakes([args.published], True, args.grid_width,
-                                                             args.grid_gap)]}
+        refs = {"published": [common(v) for v in published]}
         ref_source = {"published": args.published}
     else:
         refs = {"patchnn": patchnn_reference(real, args.num, args.device)}
@@ -257,6 +307,7 @@ def run(args) -> dict:
     report = {
         "name": args.name,
         "common_thw": list(thw),
+        "frame_step": args.frame_step,
         "real": str(real_path),
         "ours_source": source,
         "reference_source": ref_source,
@@ -267,7 +318,8 @@ def run(args) -> dict:
         "ratios_ours_over_reference": {m: ratio(means["ours"].get(m), means["reference"].get(m))
                                        for m in RATIOS if m in metrics},
         "timings_s": timings,
-        "note": "every video resized to common_thw with hpgen.pyramid.resize before scoring; pair metrics are "
+        "note": "every video resized to common_thw with hpgen.pyramid.resize, then every frame_step-th frame "
+                "kept, before scoring; pair metrics are "
                 "means over a seed's samples; mean/std are over seeds (population std)",
     }
     if "sifid" in metrics and sifid_missing:

@@ -96,3 +96,23 @@ def test_wrong_grid_is_a_one_line_error(files, capsys):
     assert rc == 2 and len(err) == 1 and "140 px wide" in err[0]
     with pytest.raises(HpgenError, match="not a black gap"):
         bq.split_grid(clip(2, 8, 50), width=20, gap=10)
+
+
+def test_patchnn_mode_against_separate_published_files(files):
+    """--patchnn samples the real clip at the first published sample's size; --published
+    takes one file per sample; key=value arguments reach the patchnn preset."""
+    for s in range(2):
+        write_video(files / f"pub{s}.mp4", clip(4, 24, 40, seed=20 + s), 8)
+    out = files / "results"
+    rc = bq.main(["--name", "pnm", "--patchnn", "--real", str(files / "real.gif"), "--num", "2",
+                  "--published", str(files / "pub0.mp4"), str(files / "pub1.mp4"), "--grid-width", "40",
+                  "--metrics", "completeness,shift_copy,diversity_gray", "--device", "cpu", "--frame-step", "2",
+                  "--out-dir", str(out), "patchnn.patch_size=[3,5,5]", "patchnn.min_size=9"])
+    assert rc == 0
+    rep = json.loads((out / "pnm.json").read_text())
+    assert rep["ours_source"]["overrides"] == ["patchnn.patch_size=[3,5,5]", "patchnn.min_size=9"]
+    assert rep["common_thw"] == [4, 24, 40] and rep["frame_step"] == 2
+    assert len(rep["reference"]["per_seed"]["published"]["per_fake"]) == 2
+    assert len(rep["ours"]["per_seed"]["patchnn"]["per_fake"]) == 2
+    assert {"patchnn_sample0_s", "patchnn_sample1_s"} <= set(rep["timings_s"])
+    assert 0 <= rep["ours"]["mean"]["shift_copy"] <= 1

@@ -149,3 +149,13 @@ def test_training_hook_reports_both():
     vals = evaluate_samples(real, [real, soup(real, top=11)], ["coherence", "completeness"])
     assert set(vals) == {"coherence", "completeness"}
     assert vals["completeness"] > 0.2  # the soup's half of the mean
+
+
+def test_shift_copy_is_one_for_a_shifted_copy_and_low_for_soup():
+    """shift_copy: a copy, or the input moved by a few px, is one piece (about 1); texture
+    soup, tiles from many places, is many pieces (far lower)."""
+    real = scene(t=6, h=36, w=64)
+    assert bidirectional(real, real, height=0)["shift_copy"] > 0.9   # float32 near-ties in the smooth sky (COPY_TOL)
+    moved = bidirectional(real, shifted(real, 3), height=0)["shift_copy"]
+    tiles = bidirectional(real, soup(real, top=0, seed=3), height=0)["shift_copy"]
+    assert moved > 0.9 and tiles < 0.5 * moved, (moved, tiles)

@@ -270,3 +270,28 @@ def test_generation_keeps_at_most_one_set_of_descriptors_alive(monkeypatch):
     # coarsest level: one EM step (key + query); then per level 2 keys (blurred, sharp) + 3 queries
     assert len(made) == 2 + 2 * 5
     assert max(alive_at_projection) <= 1, alive_at_projection
+
+
+def test_key_weights_scale_the_cost_in_exact_search_and_patchmatch():
+    """A per-key weight multiplies the squared distance in both searches (the completeness
+    normalisation): weight 0 on one key makes it every query's match."""
+    torch.manual_seed(2)
+    q, k = PatchGrid(torch.randn(3, 4, 10, 11), PS), PatchGrid(torch.randn(3, 4, 9, 12), PS)
+    w = torch.ones(k.valid)
+    nnf, d = exact_nn(q, k, k_weight=w)
+    assert torch.equal(nnf, exact_nn(q, k)[0])            # all-ones weights change nothing
+    w.view(-1)[7] = 0.0
+    assert (k.flat_of(exact_nn(q, k, k_weight=w)[0]) == 7).all()
+    field, cost = patchmatch(q, k, k_weight=w, generator=torch.Generator().manual_seed(0))
+    assert (k.flat_of(field) == 7).float().mean() > 0.9   # approximate: random search must land on it
+    assert torch.allclose(cost, patch_distances(q, k, field) * w.view(-1)[k.flat_of(field)])
+
+
+def test_completeness_weights_formula():
+    """1 / (alpha * patch_dim + distance of the key to its nearest query): a key far from
+    every query patch (content the output lacks) costs less per unit of distance."""
+    from hpgen.patchnn.generate import completeness_weights
+
+    d = torch.tensor([0.0, 4.0, 100.0])
+    w = completeness_weights(d, alpha=0.01, patch_dim=100)  # alpha * dim = 1
+    assert torch.allclose(w, torch.tensor([1.0, 0.2, 1 / 101]))

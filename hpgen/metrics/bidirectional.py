@@ -16,6 +16,17 @@ uniform-noise video (U[-1, 1], fixed seed, at the working size) in place of the 
 So 0 = perfect, about 1 = as far as noise; lower is better for both. (The ratio does not
 depend on the value range: both RMSEs scale alike.)
 
+* ``shift_copy``: the largest fraction of the generated video that is the input moved by
+  one spatial offset. From the coherence search (no extra cost): each fake patch's
+  nearest input patch gives a displacement (dt, dy, dx); the fraction of fake patches
+  whose (dy, dx) falls in the most populated 3x3 square of offsets. A copy of the input,
+  or the input translated (in space or time), scores about 1; a collage of many
+  differently shifted pieces scores low. The square (one working-grid cell either way)
+  absorbs the rounding of a shift that is not a whole number of working cells (resizing
+  to the working size turns a shift of s px into s x height/H cells). dt is left out: in
+  static regions every frame holds the same patch, so the matched frame is arbitrary.
+  Lower = more novel.
+
 Search: exact (``hpgen.patchnn.exact.exact_nn_both``: both directions from one pass over
 the distances), at a small working size: both videos are resized with
 ``hpgen.pyramid.resize`` to ``height`` (default 36) px high, aspect kept, frames kept,
@@ -57,14 +68,31 @@ def _rmse(sq_dist: torch.Tensor, dim: int) -> float:
     return math.sqrt(float(sq_dist.double().mean()) / dim)
 
 
-def _both(a: torch.Tensor, b: torch.Tensor, ksize) -> tuple[float, float]:
-    """(RMSE a -> nearest of b, RMSE b -> nearest of a) for (C, T, H, W) videos."""
+def modal_shift_fraction(nnf: torch.Tensor, q, k_valid: Sequence[int]) -> float:
+    """Fraction of the positions of grid ``q`` whose spatial displacement (dy, dx) to their
+    match (field ``nnf`` (3, q.numel) of coordinates on a key grid of valid shape
+    ``k_valid``) lies in the most populated 3x3 square of displacements (``shift_copy``).
+    Time is left out: in a static region every frame holds the same patch, so the matched
+    frame is arbitrary, while the spatial offset is not."""
+    disp = nnf[1:] - q.coords_of(torch.arange(q.numel, device=nnf.device))[1:]
+    lo = [-(int(v) - 1) for v in q.valid[1:]]
+    size = [int(kv) + int(qv) - 1 for kv, qv in zip(k_valid[1:], q.valid[1:])]  # every possible offset
+    idx = (disp[0] - lo[0]) * size[1] + (disp[1] - lo[1])
+    hist = torch.bincount(idx, minlength=size[0] * size[1]).float().view(1, 1, *size)
+    hist = torch.nn.functional.pad(hist, (1, 1, 1, 1))  # an offset at an edge has a square too
+    square = torch.nn.functional.avg_pool2d(hist, 3, stride=1) * 9
+    return float(square.max()) / nnf.shape[1]
+
+
+def _both(a: torch.Tensor, b: torch.Tensor, ksize) -> tuple[float, float, float]:
+    """(RMSE a -> nearest of b, RMSE b -> nearest of a, modal-shift fraction of a -> b) for
+    (C, T, H, W) videos."""
     from ..patchnn.exact import exact_nn_both
     from ..patchnn.patches import PatchGrid
 
     ga, gb = PatchGrid(a.float().contiguous(), ksize), PatchGrid(b.float().contiguous(), ksize)
-    _, d_ab, _, d_ba = exact_nn_both(ga, gb)
-    return _rmse(d_ab, ga.dim), _rmse(d_ba, gb.dim)
+    nnf_ab, d_ab, _, d_ba = exact_nn_both(ga, gb)
+    return _rmse(d_ab, ga.dim), _rmse(d_ba, gb.dim), modal_shift_fraction(nnf_ab, ga, gb.valid)
 
 
 def uniform_noise(shape: Sequence[int], seed: int = NOISE_SEED, device="cpu") -> torch.Tensor:
@@ -87,21 +115,23 @@ class BidirectionalReference:
         self.noise_seed = noise_seed
         self.real = self._work(real)
         noise = uniform_noise(self.real.shape, noise_seed, self.real.device)
-        self.noise_coherence, self.noise_completeness = _both(noise, self.real, self.patch)
+        self.noise_coherence, self.noise_completeness, _ = _both(noise, self.real, self.patch)
 
     def _work(self, video: torch.Tensor) -> torch.Tensor:
         video = video.detach().float()
         return video if tuple(video.shape[1:]) == self.thw else resize(video, self.thw)
 
-    def raw(self, fake: torch.Tensor) -> tuple[float, float]:
-        """Unnormalised (coherence RMSE, completeness RMSE) of a fake of the real's size."""
+    def raw(self, fake: torch.Tensor) -> tuple[float, float, float]:
+        """Unnormalised (coherence RMSE, completeness RMSE, shift-copy fraction) of a fake of
+        the real's size."""
         if tuple(fake.shape[1:]) != self.real_thw:
             raise ValueError(f"fake is {tuple(fake.shape[1:])}, the real {self.real_thw} (TxHxW): resize it first")
         return _both(self._work(fake).to(self.real.device), self.real, self.patch)
 
     def score(self, fake: torch.Tensor) -> dict[str, float]:
-        coh, comp = self.raw(fake)
-        return {"coherence": coh / self.noise_coherence, "completeness": comp / self.noise_completeness}
+        coh, comp, shift = self.raw(fake)
+        return {"coherence": coh / self.noise_coherence, "completeness": comp / self.noise_completeness,
+                "shift_copy": shift}
 
 
 def describe(real_thw: Sequence[int], height: int | None = WORK_HEIGHT, ref: BidirectionalReference | None = None,
@@ -117,5 +147,5 @@ def describe(real_thw: Sequence[int], height: int | None = WORK_HEIGHT, ref: Bid
 
 def bidirectional(real: torch.Tensor, fake: torch.Tensor, height: int | None = WORK_HEIGHT,
                   patch: Sequence[int] = PATCH) -> dict[str, float]:
-    """{"coherence", "completeness"} of one fake (C, T, H, W) against the real (same shape)."""
+    """{"coherence", "completeness", "shift_copy"} of one fake (C, T, H, W) against the real (same shape)."""
     return BidirectionalReference(real, height, patch).score(fake)

@@ -42,6 +42,9 @@ REGISTRY: dict[str, MetricSpec] = {m.name: m for m in [
                                              "real patch, / the same for uniform noise (1 = noise, 0 = perfect)"),
     MetricSpec("completeness", "pair", "lower", "bidirectional similarity: RMSE of every 3x7x7 real patch to its "
                                                 "nearest fake patch, / the same for uniform noise"),
+    MetricSpec("shift_copy", "pair", "lower", "largest fraction of the fake that is the input moved by one spatial offset: "
+                                              "fake patches whose nearest real patch (the coherence search) lies in "
+                                              "the most common 3x3 square of (dy, dx); 1 = a shifted copy"),
     MetricSpec("max_psnr", "pair", "lower", "copy check: highest PSNR (dB, [0, 1] range) of any fake frame against "
                                             "any real frame, over shifts of up to 2 px; lower = more novel"),
     MetricSpec("diversity_gray", "set", "context", "pixel std over samples / std of real, grey level (reference code)"),
@@ -49,7 +52,7 @@ REGISTRY: dict[str, MetricSpec] = {m.name: m for m in [
 ]}
 DEFAULT_METRICS = ("sifid", "sifid64", "svfid", "nnfdiv", "coherence", "completeness", "max_psnr",
                    "diversity_gray", "diversity_lab")
-BIDIRECTIONAL = ("coherence", "completeness")
+BIDIRECTIONAL = ("coherence", "completeness", "shift_copy")  # one search gives all three
 
 
 def parse_metrics(names: Sequence[str] | str | None, c3d: bool = False) -> list[str]:

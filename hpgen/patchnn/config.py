@@ -27,7 +27,10 @@ class PatchNNConfig:
     em_iters_max_voxels: int = _f(0, "levels with more output voxels than this use one EM iteration (0: no limit)")
     sharp_keys_after_first: bool = _f(True, "after the first EM iteration of a level, compare against the sharp level itself (K=V), as the output is no longer blurred")
     voting: str = _f("median", "how overlapping patches are folded into pixels: median or mean")
-    noise_std: float = _f(2.0, "std of the noise added to the coarsest initial guess (video values lie in [-1, 1]; below ~1.5 the output mostly reproduces the input, the reference code uses 5)")
+    noise_std: float = _f(2.0, "std of the noise added to the coarsest initial guess (video values lie in [-1, 1]; below ~1.5 the output mostly reproduces the input, the reference code uses 5 per voxel, which lost the object of tests/test_patchnn_objects.py in frames 0-4 of a sample even with completeness on)")
+    noise_per_voxel: bool = _f(False, "draw the coarsest noise independently for every voxel, as the reference code does (run_generation.py: torch.randn_like(q0)); false (default): one draw per spatial position replicated along time, as the paper's text says (Sec. 2: keeps motion coherent; issue 12 measured that per-voxel noise lets a moving object vanish from frames)")
+    completeness: bool = _f(True, "GPNN's completeness normalisation (Granot et al., Drop the GAN, CVPR 2022): divide each query-to-key distance by alpha + the key's distance to its nearest query patch, so rare input patches (objects) are not lost; one extra reverse search per EM iteration. Not in the VGPNN paper; the VGPNN reference code has it off (reconstruct_qkv(bidi=False, alpha=None)). Issue 12: without it a moving object was lost from frames of a sample (tests/test_patchnn_objects.py)")
+    alpha: float = _f(0.005, "alpha of that normalisation, as a mean squared difference per patch value in [-1, 1] (smaller: stronger pull towards unused input patches). 0.005 is GPNN's default (iyttor/GPNN model/parser.py --alpha; there on unsquared distances of [0, 1] patches); measured here: 0.05 lost the quality gain (docs/BENCHMARKS.md)")
     frames_ratio: float = _f(0.75, "output frames / input frames when --frames is not given (<1 adds temporal diversity)")
     pm_iters: int = _f(20, "PatchMatch iterations from a random field (default of patchmatch())")
     pm_iters_warm: int = _f(2, "PatchMatch iterations when the field is warm-started (previous EM step or level)")
@@ -81,6 +84,8 @@ def validate_patchnn(cfg: PatchNNConfig) -> PatchNNConfig:
         raise HpgenError("patchnn.pm_steps must be a non-empty list of positive integers")
     if cfg.frames_ratio <= 0:
         raise HpgenError("patchnn.frames_ratio must be > 0")
+    if cfg.alpha <= 0:
+        raise HpgenError("patchnn.alpha must be > 0")
     if cfg.noise_std < 0:
         raise HpgenError("patchnn.noise_std must be >= 0")
     if cfg.min_size < 1 or cfg.min_frames < 1:

@@ -36,21 +36,28 @@ def _score_chunks(q: PatchGrid, kp: torch.Tensor, kn: torch.Tensor, chunk: int
 
 @torch.no_grad()
 def exact_nn(q: PatchGrid, k: PatchGrid, k_valid: torch.Tensor | None = None,
-             chunk: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+             chunk: int = 0, k_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest key patch of every query patch. Ties go to the lowest key index.
 
     ``k_valid`` (bool, key valid-grid shape or flat) excludes key positions (inpainting).
+    ``k_weight`` (float, same shape) multiplies the squared distance to each key (the
+    completeness normalisation); the costs are then what is minimised and returned.
     Returns (nnf (3, Nq) int64 key coordinates, squared distances (Nq,)).
     """
     kp = k.all_patches()
     kn = torch.linalg.vecdot(kp, kp)
     if k_valid is not None:
         kn = kn.masked_fill(~k_valid.reshape(-1), float("inf"))
+    w = None if k_weight is None else k_weight.reshape(-1).to(kn.dtype).unsqueeze(0)
     best = torch.empty(q.numel, dtype=torch.long, device=q.device)
-    for s, e, _, scores in _score_chunks(q, kp, kn, chunk):
+    for s, e, qp, scores in _score_chunks(q, kp, kn, chunk):
+        if w is not None:
+            # A per-key factor needs the whole squared distance, |q|^2 included.
+            scores = scores.add_(torch.linalg.vecdot(qp, qp).unsqueeze(1)).clamp_(min=0).mul_(w)
         best[s:e] = scores.argmin(dim=1)
     nnf = k.coords_of(best)
-    return nnf, patch_distances(q, k, nnf, chunk)
+    d = patch_distances(q, k, nnf, chunk)
+    return nnf, d if w is None else d * w[0, best]
 
 
 @torch.no_grad()

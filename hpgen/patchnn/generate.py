@@ -47,16 +47,30 @@ def search_dtype(cfg: PatchNNConfig) -> torch.dtype | None:
 
 
 def nearest_field(q: _Grid, k: _Grid, cfg: PatchNNConfig, init: torch.Tensor | None = None,
-                  k_valid: torch.Tensor | None = None,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  k_valid: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                  k_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Field and distances of ``q`` to ``k``: exact when the level is small enough that brute
-    force is cheaper than PatchMatch, else PatchMatch (warm-started from ``init``)."""
+    force is cheaper than PatchMatch, else PatchMatch (warm-started from ``init``).
+    ``k_weight`` multiplies the distance to each key (``completeness_weights``)."""
     if uses_exact(q, k, cfg):
-        return exact_nn(q, k, k_valid, cfg.chunk)
+        return exact_nn(q, k, k_valid, cfg.chunk, k_weight=k_weight)
     iters = cfg.pm_iters if init is None else cfg.pm_iters_warm
     return patchmatch(q, k, iters=iters, init=init, k_valid=k_valid, steps=cfg.pm_steps,
                       n_random=cfg.pm_random, chunk=cfg.chunk, generator=generator,
-                      rescue_frac=cfg.pm_rescue_frac, rescue_dim=cfg.pm_rescue_dim, rescue_topk=cfg.pm_rescue_topk)
+                      rescue_frac=cfg.pm_rescue_frac, rescue_dim=cfg.pm_rescue_dim, rescue_topk=cfg.pm_rescue_topk,
+                      k_weight=k_weight)
+
+
+def completeness_weights(key_to_query_dist: torch.Tensor, alpha: float, patch_dim: int) -> torch.Tensor:
+    """GPNN's completeness normalisation (Granot et al., "Drop the GAN", CVPR 2022): the
+    distance from a query patch to key patch j is divided by ``alpha + min_i D(Q_i, K_j)``,
+    the distance of j to its nearest query patch. A key patch that no query patch resembles
+    (a rare object the output has lost) gets a small denominator, so a query patch that is
+    even roughly like it picks it, and the object comes back; keys that the output already
+    holds many times lose their pull. Distances are squared L2 over the ``patch_dim`` values
+    of a patch in [-1, 1]; ``alpha`` is per value (a mean squared difference), so one alpha
+    serves every patch size. Returns the per-key multiplier 1 / (alpha * patch_dim + d_j)."""
+    return 1.0 / (alpha * patch_dim + key_to_query_dist.float().clamp_min(0))
 
 
 def vpnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: PatchNNConfig | None = None, *,
@@ -105,7 +119,7 @@ def coarse_to_fine(levels: Sequence[Level], q0: torch.Tensor, cfg: PatchNNConfig
     """Run VPNN layers from ``levels[0]`` (coarsest, initial full query ``q0``) to the finest."""
     ps = tuple(cfg.patch_size)
     y = None
-    nnf = prev_q_valid = prev_k_valid = None
+    nnf = rev = prev_q_valid = prev_k_valid = None
     for n, lv in enumerate(levels):
         vg = PatchGrid(lv.v, ps)
         if n == 0:
@@ -143,8 +157,17 @@ def coarse_to_fine(levels: Sequence[Level], q0: torch.Tensor, cfg: PatchNNConfig
                 if ks is None:
                     ks = k_feats[id(k)] = kg.project(basis, sdt)
                 qs = qg.project(basis, sdt)
-            nnf, _ = nearest_field(qs, ks, cfg, init, lv.k_valid, generator)
-            del qs, ks  # the query's descriptors are not reused: free them before voting
+            weight = None
+            if cfg.completeness:
+                # Reverse search (every key patch's nearest query patch), warm-started like
+                # the forward field: the same search core with the roles swapped.
+                rinit = None
+                if rev is not None:
+                    rinit = rev if j > 0 else resize_field(rev, prev_k_valid, prev_q_valid, kg.valid, qg)
+                rev, dk = nearest_field(ks, qs, cfg, rinit, None, generator)
+                weight = completeness_weights(dk, cfg.alpha, kg.dim)
+            nnf, _ = nearest_field(qs, ks, cfg, init, lv.k_valid, generator, k_weight=weight)
+            del qs, ks, weight  # the query's descriptors are not reused: free them before voting
             prev_q_valid, prev_k_valid = qg.valid, kg.valid
             y = vote(vg, nnf, lv.out_thw, reduce=cfg.voting)
             if lv.known is not None:
@@ -235,7 +258,9 @@ def generate(video: torch.Tensor, cfg: PatchNNConfig | None = None, *, out_shape
     if noise and cfg.noise_std > 0:
         c, _, h, w = q0.shape
         z = torch.randn((c, 1, h, w), device=video.device, dtype=video.dtype, generator=gen)
-        q0 = q0 + cfg.noise_std * z  # same noise in every frame: coherent motion (Sec. 2)
+        if cfg.noise_per_voxel:
+            z = torch.randn(q0.shape, device=video.device, dtype=video.dtype, generator=gen)
+        q0 = q0 + cfg.noise_std * z  # same noise in every frame (paper Sec. 2) unless per voxel
     bar, cb = _progress(progress, len(levels))
     try:
         return coarse_to_fine(levels, q0, cfg, generator=gen, on_level=cb)

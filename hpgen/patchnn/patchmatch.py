@@ -56,7 +56,12 @@ def scaled_identity(q: _Grid, k: _Grid) -> torch.Tensor:
     return resize_field(ident, q.valid, q.valid, q.valid, k)
 
 
-def _masked(d: torch.Tensor, k: _Grid, cand: torch.Tensor, k_valid: torch.Tensor | None) -> torch.Tensor:
+def _masked(d: torch.Tensor, k: _Grid, cand: torch.Tensor, k_valid: torch.Tensor | None,
+            k_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cost of candidates ``cand`` from their squared distances ``d``: times the key's
+    ``k_weight`` when given, inf where ``k_valid`` forbids the key."""
+    if k_weight is not None:
+        d = d * k_weight.reshape(-1)[k.flat_of(cand)]
     if k_valid is None:
         return d
     return d.masked_fill(~k_valid.reshape(-1)[k.flat_of(cand)], float("inf"))
@@ -65,7 +70,8 @@ def _masked(d: torch.Tensor, k: _Grid, cand: torch.Tensor, k_valid: torch.Tensor
 @torch.no_grad()
 def rescue(q: _Grid, k: _Grid, nnf: torch.Tensor, dist: torch.Tensor, *, frac: float = 0.1, dim: int = 32,
            topk: int = 8, k_valid: torch.Tensor | None = None, chunk: int = 0,
-           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+           generator: torch.Generator | None = None,
+           k_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Re-search the ``frac`` worst positions of a field (in place): exact search of the
     ``topk`` nearest keys in a ``dim``-dim PCA space of the key's patches (the descriptors
     themselves for ``FeatureGrid``s), then keep the best by true distance if it improves.
@@ -94,7 +100,7 @@ def rescue(q: _Grid, k: _Grid, nnf: torch.Tensor, dist: torch.Tensor, *, frac: f
         best, bestd = nnf[:, pos], dist[pos]
         for j in range(topk):
             c = k.coords_of(cand[:, j])
-            cd = _masked(sq_dist(qp, k.gather(c)), k, c, k_valid)
+            cd = _masked(sq_dist(qp, k.gather(c)), k, c, k_valid, k_weight)
             better = cd < bestd
             best = torch.where(better.unsqueeze(0), c, best)
             bestd = torch.where(better, cd, bestd)
@@ -107,14 +113,18 @@ def rescue(q: _Grid, k: _Grid, nnf: torch.Tensor, dist: torch.Tensor, *, frac: f
 def patchmatch(q: _Grid, k: _Grid, *, iters: int = 20, init: torch.Tensor | None = None,
                k_valid: torch.Tensor | None = None, steps: Sequence[int] = (4, 2, 1), n_random: int = 3,
                chunk: int = 0, generator: torch.Generator | None = None, rescue_frac: float = 0.1,
-               rescue_dim: int = 32, rescue_topk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+               rescue_dim: int = 32, rescue_topk: int = 8,
+               k_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Approximate nearest key patch for every query patch.
 
     ``init`` (3, Nq) warm-starts the field (e.g. the previous EM iteration's, or the
     coarser level's up-sampled); otherwise it starts uniformly at random and, after the
     iterations, the ``rescue_frac`` worst positions are re-searched (``rescue``; never
     for a warm start, whose field is already near-converged). ``k_valid`` (bool over the
-    key's valid grid) forbids key positions. ``q`` and ``k`` are ``PatchGrid``s or
+    key's valid grid) forbids key positions; ``k_weight`` (float over the key's valid grid)
+    multiplies the distance to each key (the completeness normalisation of
+    ``generate.completeness_weights``), and the distances returned are then these costs.
+    ``q`` and ``k`` are ``PatchGrid``s or
     ``FeatureGrid``s (reduced descriptors; the distances are then theirs). Returns
     (field (3, Nq) int64, squared distances (Nq,)); a position whose every candidate was
     forbidden keeps distance inf.
@@ -125,12 +135,12 @@ def patchmatch(q: _Grid, k: _Grid, *, iters: int = 20, init: torch.Tensor | None
         nnf = random_field(q, k, k_valid, generator)
     else:
         nnf = k.clamp(init.to(device=device, dtype=torch.long).clone())
-    dist = _masked(patch_distances(q, k, nnf, chunk), k, nnf, k_valid)
+    dist = _masked(patch_distances(q, k, nnf, chunk), k, nnf, k_valid, k_weight)
     if init is None:
         # Videos are coherent: the patch at the same relative place in the key is a far
         # better first guess than a random one for the static parts of a scene.
         same = scaled_identity(q, k)
-        sd = _masked(patch_distances(q, k, same, chunk), k, same, k_valid)
+        sd = _masked(patch_distances(q, k, same, chunk), k, same, k_valid, k_weight)
         better = sd < dist
         nnf = torch.where(better.unsqueeze(0), same, nnf)
         dist = torch.where(better, sd, dist)
@@ -169,13 +179,13 @@ def patchmatch(q: _Grid, k: _Grid, *, iters: int = 20, init: torch.Tensor | None
                 u = torch.rand((3, e - s), device=device, generator=generator)
                 cands.append(lo + (u * (hi - lo + 1).to(u.dtype)).long().minimum(hi - lo))
             for cand in cands:
-                cd = _masked(sq_dist(qp, k.gather(cand)), k, cand, k_valid)
+                cd = _masked(sq_dist(qp, k.gather(cand)), k, cand, k_valid, k_weight)
                 better = cd < curd
                 cur.copy_(torch.where(better.unsqueeze(0), cand, cur))
                 curd.copy_(torch.where(better, cd, curd))
     if init is None and rescue_frac > 0:
         nnf, dist = rescue(q, k, nnf, dist, frac=rescue_frac, dim=rescue_dim, topk=rescue_topk, k_valid=k_valid,
-                           chunk=chunk, generator=generator)
+                           chunk=chunk, generator=generator, k_weight=k_weight)
     return nnf, dist
 
 
