@@ -123,9 +123,10 @@ class SinGANMethod:
         if k * replicas > num_clips:
             d = self.cfg.data
             frames = self.cfg.pyramid.clip_frames()
+            need = k * replicas
             raise HpgenError(f"{d.video}: the input gives {num_clips} clip(s) of {frames} frames, but {replicas} "
-                             f"data-parallel replica(s) x {k} clip(s) per step (data.clips_per_step) need {k * replicas} "
-                             f"clips ({k * replicas * frames} frames); use a longer input, fewer replicas or fewer "
+                             f"data-parallel replica(s) x {k} clip(s) per step (data.clips_per_step) need {need} "
+                             f"clips ({need * frames} frames); use a longer input, fewer replicas or fewer "
                              f"clips per step")
         if stages > 1 and self.sg.concurrent > 1:
             raise HpgenError(f"singan.concurrent={self.sg.concurrent} cannot run on dist.pipeline_stages={stages}: "
