@@ -81,15 +81,42 @@ def slomo(method, model, shapes: Sequence[ScaleShape], factor: int, generator=No
     return method.sample(model, shapes, batch=1, generator=generator, factor=factor)
 
 
+SUPERRES_RECON_WEIGHT = 125.0  # SinGAN-GIF Sec. 5.5: "the reconstruction error is given a higher weight of 125"
+
+
+def superres_recipe(factor: int) -> dict:
+    """SinGAN-GIF Sec. 5.5: to up-sample by an integer k, train with the pyramid scale factor
+    k**(1/k) and reconstruction weight 125, then pass the input k times through the finest
+    generator (k steps of k**(1/k) make k)."""
+    if factor != int(factor) or factor < 2:
+        raise HpgenError(f"--recipe paper needs an integer --factor >= 2 (SinGAN-GIF Sec. 5.5: k in N), got {factor}")
+    k = int(factor)
+    return {"scale_factor": k ** (1.0 / k), "recon_weight": SUPERRES_RECON_WEIGHT, "passes": k}
+
+
+def check_superres_run(config: dict, factor: int) -> dict:
+    """The recipe for ``factor``, or a one-line error saying how this run differs from it and
+    how to train one that does not."""
+    r = superres_recipe(factor)
+    have_r, have_w = config["pyramid"]["scale_factor"], config["train"]["recon_weight"]
+    if abs(have_r - r["scale_factor"]) > 1e-4 * r["scale_factor"] or have_w != r["recon_weight"]:
+        raise HpgenError(f"--recipe paper --factor {r['passes']}: this run was trained with pyramid.scale_factor="
+                         f"{have_r:.6g} and train.recon_weight={have_w:g}; SinGAN-GIF Sec. 5.5 trains with "
+                         f"{r['passes']}**(1/{r['passes']}) = {r['scale_factor']:.6g} and 125: hpgen train --config "
+                         f"configs/singan_gif/superres.toml pyramid.scale_factor={r['scale_factor']!r}")
+    return r
+
+
 def super_resolve(model, video: torch.Tensor, factor: float, scale_factor: float, generator=None,
-                  noise: bool = True) -> torch.Tensor:
+                  noise: bool = True, passes: int | None = None) -> torch.Tensor:
     """SinGAN's super-resolution (SinGAN-GIF Sec. 5.5): ceil(log k / log r) passes through the
-    finest generator, each enlarging by k**(1/passes) <= r (the step it was trained on), the
-    last one landing exactly on k x the input's height and width; frames are kept."""
+    finest generator (or ``passes``), each enlarging by k**(1/passes) <= r (the step it was
+    trained on), the last one landing exactly on k x the input's height and width; frames are kept."""
     if factor <= 1:
         raise HpgenError("--factor must be > 1")
     b, c, t, h, w = video.shape
-    passes = max(1, math.ceil(math.log(factor) / math.log(scale_factor) - 1e-9))
+    if passes is None:
+        passes = max(1, math.ceil(math.log(factor) / math.log(scale_factor) - 1e-9))
     fin = model.num_scales - 1
     x = video
     for i in range(1, passes + 1):

@@ -36,9 +36,11 @@ class DataConfig:
     start_frame: int = _f(0, "first frame of the input to use")
     max_frames: int = _f(0, "use at most this many input frames (0: all); a long input becomes several clips")
     max_clips: int = _f(0, "train on at most this many LCM(rates)+1-frame clips (0: all that fit)")
-    clips_per_step: int = _f(0, "0: every clip in every step (the paper's summed loss, clips decoded once and kept); "
-                                "k>0: stream k clips per rank per step, decoded on the fly at each scale's size "
-                                "(for long or large inputs that must never be decoded whole)")
+    clips_per_step: int = _f(0, "hpvaegan: 0: every clip in every step (the paper's summed loss, clips decoded once "
+                                "and kept); k>0: stream k clips per rank per step, decoded on the fly at each scale's "
+                                "size (for long or large inputs that must never be decoded whole). singan: k clips "
+                                "per data-parallel replica per step (0: 1), drawn from every clip, which every "
+                                "rank holds (docs/methods.md)")
     workers: int = _f(2, "DataLoader worker processes that decode streamed clips (0: decode in the trainer)")
 
 
@@ -143,6 +145,8 @@ class SinGANConfig:
     image_critic: float = _f(0.0, "weight of the per-frame 2D WGAN-GP critic (SinGAN-GIF: 1; 0: none)")
     video_critic: float = _f(1.0, "weight of the 3D WGAN-GP critic (SinGAN-GIF alpha = 5)")
     stat_weight: float = _f(0.0, "gamma: weight of the colour-statistics loss, Eq. 6 of SinGAN-GIF (paper: 2)")
+    recon_loss: str = _f("mse", "reconstruction term: 'l1' (SinGAN-GIF Eq. 5) or 'mse' (SinGAN's squared L2); "
+                                "every preset names its own")
     concurrent: int = _f(1, "stages trained at once (ConSinGAN: 3); 1 trains only the newest (SinGAN)")
     lr_scale: float = _f(0.1, "ConSinGAN: a stage k below the newest trains at lr * lr_scale**k")
     slomo_factors: list = _f([1], "frame-rate factors trained (e.g. [1, 2]); >1 uses a latent-path noise and "
@@ -344,6 +348,8 @@ def validate(cfg) -> None:
         sg = cfg.singan
         if sg.concurrent < 1 or sg.neighbours < 0 or not sg.slomo_factors or any(f < 1 for f in sg.slomo_factors):
             raise HpgenError("singan.concurrent >= 1, singan.neighbours >= 0 and positive singan.slomo_factors")
+        if sg.recon_loss not in ("l1", "mse"):
+            raise HpgenError(f"singan.recon_loss must be 'l1' or 'mse', not '{sg.recon_loss}'")
         if sg.image_critic < 0 or sg.video_critic < 0 or sg.image_critic + sg.video_critic == 0:
             raise HpgenError("singan.image_critic and singan.video_critic must be >= 0, not both 0")
 

@@ -151,12 +151,15 @@ def stream_loader(cfg, source: VideoSource, shapes, starts, scales, *, dp_rank: 
 # what the trainer iterates: one list of per-scale reals per step
 
 class ResidentFeed:
-    """Every local clip in every step (the paper's summed loss): decoded once, kept."""
+    """Every local clip in every step (the paper's summed loss): decoded once, kept. With
+    ``replicated`` every rank holds every clip, and the method picks each step's clips."""
 
     streaming = False
 
-    def __init__(self, cfg, dp_rank: int, dp_size: int):
+    def __init__(self, cfg, dp_rank: int, dp_size: int, replicated: bool = False):
         _, _, starts = plan(cfg)
+        if replicated:
+            dp_rank, dp_size = 0, 1
         if len(starts) % dp_size:
             raise HpgenError(f"the input gives {len(starts)} clip(s), which cannot be split evenly over "
                              f"{dp_size} data-parallel ranks; set data.max_clips to a multiple of {dp_size}")
@@ -202,5 +205,9 @@ class StreamFeed:
             yield [batch[k].to(device) if k in batch else None for k in range(len(self.shapes))]
 
 
-def make_feed(cfg, dp_rank: int = 0, dp_size: int = 1):
+def make_feed(cfg, dp_rank: int = 0, dp_size: int = 1, replicated: bool = False):
+    """Streamed batches (``data.clips_per_step`` > 0) or resident clips; ``replicated``: the
+    method holds every clip on every rank and reads clips_per_step itself (SinGAN-GIF)."""
+    if replicated:
+        return ResidentFeed(cfg, dp_rank, dp_size, replicated=True)
     return StreamFeed(cfg, dp_rank, dp_size) if cfg.data.clips_per_step > 0 else ResidentFeed(cfg, dp_rank, dp_size)

@@ -21,6 +21,17 @@ def reconstruction(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return per_clip.sum()
 
 
+def l1_reconstruction(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """SinGAN-GIF Eq. 5: || G_n(z_opt, up(x~_{n-1})) + up(x~_{n-1}) - x_n ||_1, the absolute
+    error averaged over the voxels and colours of a clip (as PyTorch's L1Loss) and summed over
+    the clips of the batch, like ``reconstruction``."""
+    per_clip = (fake.float() - real.float()).abs().flatten(1).mean(1)
+    return per_clip.sum()
+
+
+RECONSTRUCTION = {"l1": l1_reconstruction, "mse": reconstruction}
+
+
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Eq. 3: KL[N(mu_i, sigma_i) || N(0, I)] of every latent element, averaged over the
     latent channels and space-time positions of a clip and summed over clips.

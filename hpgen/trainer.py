@@ -101,7 +101,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
     if info.world_size > 1 and not getattr(method, "data_parallel", False):
         raise HpgenError(f"train.method={cfg.train.method} does not support data or pipeline parallelism yet "
                          "(its noise and clip choice are per rank); run it on one rank")
-    feed = make_feed(cfg, dp_rank, dp_size)
+    feed = make_feed(cfg, dp_rank, dp_size, replicated=getattr(method, "replicated_clips", False))
+    if hasattr(method, "check_parallel"):
+        method.check_parallel(feed.num_clips, dp_size, P)
     layout, costs = _layout(cfg, feed.shapes, info.world_size, info.rank)
     pipe = pl.Pipeline(layout, dev, cfg.dist.micro_batches)
     ckpt = prepare_run_dir(run_dir, cfg, resume, info.is_main)
@@ -113,7 +115,12 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
         say(f"note: {note}")
     if P > 1:
         say(f"hpgen: {P} pipeline stages x {dp_size} replicas; {layout.describe(costs)}")
-    mode = f"streaming {cfg.data.clips_per_step} per rank per step" if feed.streaming else "all every step"
+    if feed.streaming:
+        mode = f"streaming {cfg.data.clips_per_step} per rank per step"
+    elif getattr(method, "replicated_clips", False):
+        mode = f"{method.clips_per_replica} per replica per step, drawn from all"
+    else:
+        mode = "all every step"
     say(f"hpgen: training {cfg.train.method} on {feed.source.path} ({feed.num_clips} clip(s), {mode}), "
         f"{num_scales} scales on {device} x{info.world_size}; run directory {run_dir}")
     if info.is_main:

@@ -146,7 +146,11 @@ def test_gif_animate_a_still_moves_and_keeps_its_patches(gif_run):
     anim = to_tensor(read_video(root / "anim.mp4"))
     assert anim.shape == (3, 8, fin.height, fin.width)
     steps = (anim[:, 1:] - anim[:, :-1]).abs().mean(dim=(0, 2, 3))
-    assert (steps > 0.005).all(), steps  # every frame differs from the one before: motion
+    # Motion: no frame repeats the one before, and the typical step is clearly above zero.
+    # (Each step above 0.005 was seed luck at 60 iterations: the middle step measured 0.0116,
+    # 0.0010 with train.seed 0, 2 before the SinGAN-GIF data-parallel rework and 0.0038,
+    # 0.0127, 0.0015 with seeds 0, 1, 2 after it; the other steps 0.007-0.04.)
+    assert (steps > 5e-4).all() and steps.median() > 0.005, steps
     # Every frame is made of the still's patches: much nearer to them than noise of the
     # still's colours is (an untrained stack is several times farther than that noise).
     base = noise_baseline(still, (1, 7, 7))

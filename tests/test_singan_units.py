@@ -173,3 +173,148 @@ def test_application_errors_are_one_line():
         apps.slomo(get_method("singan"), m, shapes, 2)
     with pytest.raises(HpgenError, match="trained on an image"):
         rescale_shapes([ScaleShape(1, 8, 8, 1)], 4, 8, 8)
+
+
+# ---------------------------------------------------------------------------
+# Eq. 5, separable blocks under activation checkpointing, the super-resolution recipe,
+# the parallel-run checks (issue 15)
+
+def test_l1_reconstruction_equals_a_hand_computed_l1():
+    from hpgen.losses import RECONSTRUCTION, l1_reconstruction
+
+    fake = torch.tensor([0.5, -1.0, 0.25, 0.0, 1.0, -0.5, 0.75, 0.0]).reshape(2, 1, 1, 2, 2)
+    real = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5]).reshape(2, 1, 1, 2, 2)
+    # clip 0: |.5| + |-1| + |.25| + |0| = 1.75 over 4 voxels; clip 1: .5 + 1 + .25 + .5 = 2.25 over 4
+    assert l1_reconstruction(fake, real).item() == pytest.approx(1.75 / 4 + 2.25 / 4)
+    assert l1_reconstruction(fake[:1], real[:1]).item() == pytest.approx(0.4375)
+    assert RECONSTRUCTION["l1"] is l1_reconstruction
+    # The SinGAN-GIF presets use Eq. 5's L1; the 3D baselines keep SinGAN's MSE, and say so.
+    for preset, loss in (("singan_gif/demo.toml", "l1"), ("singan_gif/paper.toml", "l1"),
+                         ("singan_gif/superres.toml", "l1"), ("baselines/singan3d.toml", "mse"),
+                         ("baselines/consingan3d.toml", "mse")):
+        assert f'recon_loss = "{loss}"' in (REPO / "configs" / preset).read_text(), preset
+        assert load_config(REPO / "configs" / preset).singan.recon_loss == loss
+
+
+def test_the_gif_generator_phase_uses_the_l1_term():
+    """The generator phase's ``rec`` is Eq. 5 on the step's clips (z_opt path), as a hand L1."""
+    from hpgen.methods.base import ScaleState
+
+    cfg = load_config(REPO / "configs" / "singan_gif" / "demo.toml", ["model.channels=4", "model.num_blocks=2"])
+    method = get_method("singan")(cfg)
+    model = method.build_model()
+    critic = method.grow(model, None, 0)
+    method.param_groups(model, critic, 0)
+    shapes = [ScaleShape(4, 12, 16, 1)]
+    torch.manual_seed(0)
+    st = ScaleState(0, shapes, [torch.rand(2, 3, 4, 12, 16) * 2 - 1])
+    method.begin_scale(model, st)
+    method.begin_iteration(model, st)
+    _, stats = method.generator_loss(model, critic, st, phase=1)
+    c = st.cache["clips"]
+    with torch.no_grad():
+        rec = model.reconstruct(shapes, c, 0)
+    hand = (rec - st.reals[0][c]).abs().mean().item()
+    assert stats["rec"].item() == pytest.approx(hand, rel=1e-5)
+
+
+def _saved_tensors(fn):
+    count = [0]
+
+    def pack(t):
+        count[0] += 1
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, count[0]
+
+
+def test_activation_checkpointing_covers_separable_blocks():
+    from hpgen import engine as eng
+    from hpgen.models.separable import SeparableBlock
+
+    torch.manual_seed(0)
+    gen = SeparableGenerator(3, 8, 3, 4, 3)
+    x = torch.randn(2, 3, 5, 9, 11)
+    start = {k: v.clone() for k, v in gen.state_dict().items()}
+
+    def run():
+        gen.zero_grad(set_to_none=True)
+        out, saved = _saved_tensors(lambda: gen(x))
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        return {n: p.grad.clone() for n, p in gen.named_parameters()}, saved, \
+            {k: v.clone() for k, v in gen.state_dict().items()}
+
+    g0, saved0, after0 = run()
+    gen.load_state_dict(start)
+    eng.set_activation_checkpointing(gen, True)
+    assert all("forward" in m.__dict__ for m in gen.modules() if isinstance(m, SeparableBlock))
+    g1, saved1, after1 = run()
+    assert saved1 < saved0 / 2, (saved1, saved0)  # activations are recomputed, not stored
+    for k in g0:
+        assert torch.equal(g0[k], g1[k]), k
+    for k in after0:  # BatchNorm statistics moved once, as without checkpointing
+        assert torch.equal(after0[k], after1[k]), k
+    eng.set_activation_checkpointing(gen, False)
+    assert not any("forward" in m.__dict__ for m in gen.modules())
+
+
+def test_generators_saved_with_a_bias_before_batchnorm_load_exactly():
+    """Separable blocks lost the temporal conv bias that BatchNorm cancels; a stack saved with
+    it loads with the bias folded into the running mean, and samples the same."""
+    from hpgen.models.separable import SeparableBlock
+
+    torch.manual_seed(0)
+    new = SeparableBlock(3, 4)
+    assert new[0].temporal.bias is None
+    old = {k: v.clone() for k, v in new.state_dict().items()}
+    old["0.temporal.bias"] = torch.randn(4)
+    old["1.running_mean"] = torch.randn(4)
+    old["1.running_var"] = torch.rand(4) + 0.5
+    x = torch.randn(2, 3, 4, 6, 6)
+    ref = torch.nn.functional.conv3d(new[0].spatial(x), new[0].temporal.weight, old["0.temporal.bias"],
+                                     padding=(1, 0, 0), groups=4)
+    ref = torch.nn.functional.batch_norm(ref, old["1.running_mean"], old["1.running_var"], old["1.weight"],
+                                         old["1.bias"], False, 0.0, 1e-5)
+    new.load_state_dict(old)
+    new.eval()
+    torch.testing.assert_close(new(x), torch.nn.functional.leaky_relu(ref, 0.2), atol=1e-5, rtol=1e-5)
+
+
+def test_superres_recipe_is_the_papers_and_refuses_other_runs():
+    r = apps.superres_recipe(2)
+    assert r == {"scale_factor": pytest.approx(2 ** 0.5), "recon_weight": 125.0, "passes": 2}
+    assert apps.superres_recipe(3)["scale_factor"] ** 3 == pytest.approx(3)
+    cfg = load_config(REPO / "configs" / "singan_gif" / "superres.toml")
+    assert cfg.pyramid.scale_factor == pytest.approx(2 ** 0.5) and cfg.train.recon_weight == 125.0
+    good = {"pyramid": {"scale_factor": cfg.pyramid.scale_factor}, "train": {"recon_weight": 125.0}}
+    assert apps.check_superres_run(good, 2)["passes"] == 2
+    with pytest.raises(HpgenError, match=r"recon_weight=50.*configs/singan_gif/superres.toml") as e:
+        apps.check_superres_run({"pyramid": {"scale_factor": 4 / 3}, "train": {"recon_weight": 50.0}}, 2)
+    assert "\n" not in str(e.value)
+    with pytest.raises(HpgenError, match="integer --factor"):
+        apps.superres_recipe(2.5)
+    # k passes of k**(1/k) through the finest generator.
+    m = SinGANStack(**_stack())
+    for _ in range(3):
+        m.grow()
+    m.eval()
+    calls = []
+    m.generators[-1].register_forward_hook(lambda mod, i, o: calls.append(o.shape))
+    with torch.no_grad():
+        y = apps.super_resolve(m, torch.rand(1, 3, 4, 10, 14) * 2 - 1, 3, r["scale_factor"], passes=3)
+    assert y.shape == (1, 3, 4, 30, 42) and len(calls) == 3
+
+
+def test_parallel_runs_that_cannot_be_split_are_one_line_errors():
+    cfg = load_config(REPO / "configs" / "singan_gif" / "demo.toml", ["pyramid.frames=4"])
+    method = get_method("singan")(cfg)
+    method.check_parallel(2, 2, 1)
+    with pytest.raises(HpgenError, match=r"gives 3 clip\(s\) of 4 frames, but 4 data-parallel replica\(s\) x 1 "
+                                         r"clip\(s\) per step \(data.clips_per_step\) need 4 clips \(16 frames\)"):
+        method.check_parallel(3, 4, 1)
+    con = get_method("singan")(load_config(REPO / "configs" / "baselines" / "consingan3d.toml"))
+    con.check_parallel(1, 1, 1)
+    with pytest.raises(HpgenError, match="concurrent=3 cannot run on dist.pipeline_stages=2"):
+        con.check_parallel(4, 1, 2)

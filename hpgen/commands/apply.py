@@ -3,7 +3,7 @@ HP-VAE-GAN Fig. 8 on a trained run (only RUN_DIR/generator.pt is read).
 
     lengthen   --frames T [--height H --width W]   a random video of another length/size
     slomo      --factor K                           K x the frames, K x slower (trained for it)
-    superres   --input VIDEO --factor K             K x the height and width
+    superres   --input VIDEO --factor K [--recipe paper]   K x the height and width
     edit       --input EDITED --mask MASK [--scale S --passes P]
     harmonize  --input PASTED --mask MASK [--scale S --passes P]
     paint      --input PAINTING [--scale S --frames T]
@@ -59,6 +59,11 @@ def register(sub) -> None:
             a.add_argument("--width", type=int, help="output width (default: keeps the aspect ratio)")
         if name in ("slomo", "superres"):
             a.add_argument("--factor", type=float if name == "superres" else int, default=2)
+        if name == "superres":
+            a.add_argument("--recipe", choices=("none", "paper"), default="none",
+                           help="paper: SinGAN-GIF Sec. 5.5 - the run must be trained for the integer --factor k "
+                                "with pyramid.scale_factor = k**(1/k) and train.recon_weight = 125 "
+                                "(configs/singan_gif/superres.toml is k = 2); k passes through the finest generator")
         a.set_defaults(func=run)
 
 
@@ -114,7 +119,11 @@ def run(args) -> int:
             if image_model and x.shape[2] > 1:
                 raise HpgenError("this generator was trained on an image; give it an image")
             if args.app == "superres":
-                video = apps.super_resolve(model, x, args.factor, payload["config"]["pyramid"]["scale_factor"], g)
+                passes = None
+                if args.recipe == "paper":
+                    passes = apps.check_superres_run(payload["config"], args.factor)["passes"]
+                video = apps.super_resolve(model, x, args.factor, payload["config"]["pyramid"]["scale_factor"], g,
+                                           passes=passes)
             elif args.app in ("edit", "harmonize"):
                 mask = None
                 if args.mask:

@@ -64,15 +64,17 @@ def _checkpointed_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def set_activation_checkpointing(module: nn.Module, enabled: bool) -> None:
-    """Recompute every ConvBlock of ``module`` in the backward pass instead of storing its
-    activations (or undo that). The forward is patched per instance, so parameter names,
-    state dicts and checkpoints are unchanged."""
+    """Recompute every conv block of ``module`` (ConvBlock, and the separable 3D blocks of
+    SinGAN-GIF's coarse generators) in the backward pass instead of storing its activations
+    (or undo that). The forward is patched per instance, so parameter names, state dicts and
+    checkpoints are unchanged."""
     import functools
 
     from ..models.blocks import ConvBlock
+    from ..models.separable import SeparableBlock
 
     for m in module.modules():
-        if isinstance(m, ConvBlock):
+        if isinstance(m, (ConvBlock, SeparableBlock)):
             if enabled:
                 m.forward = functools.partial(_checkpointed_forward, m)
             elif "forward" in m.__dict__:

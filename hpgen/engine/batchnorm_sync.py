@@ -28,21 +28,28 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
         c = x.shape[1]
         dims = [0] + list(range(2, x.dim()))
         xf = x.float()
-        count = torch.tensor([x.numel() // c], dtype=torch.float32, device=x.device)
-        stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
         group = _BN_GROUPS.get(self.group_key)
-        stats = dist_fn.all_reduce(stats, group=group) if group is not None else dist_fn.all_reduce(stats)
+
+        def all_sum(t):
+            return dist_fn.all_reduce(t, group=group) if group is not None else dist_fn.all_reduce(t)
+
+        # Two passes, as BatchNorm computes on one rank: the mean, then the mean squared
+        # deviation from it. (E[x^2] - E[x]^2 in one pass loses digits to cancellation: a
+        # 2-rank SinGAN-GIF run then drifted from one rank by 4e-4 in the critic loss.)
+        count = torch.tensor([x.numel() // c], dtype=torch.float32, device=x.device)
+        stats = all_sum(torch.cat([xf.sum(dims), count]))
         n = stats[-1]
         mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        dev = xf - mean.view(shape)
+        var = all_sum(dev.pow(2).sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
                 self.running_mean.mul_(1 - m).add_(m * mean.to(self.running_mean.dtype))
                 self.running_var.mul_(1 - m).add_(m * (var * n / (n - 1)).to(self.running_var.dtype))
                 self.num_batches_tracked.add_(1)
-        shape = [1, c] + [1] * (x.dim() - 2)
-        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        y = dev * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.float().view(shape) + self.bias.float().view(shape)
         return y.to(x.dtype)

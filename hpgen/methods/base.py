@@ -18,6 +18,13 @@ A method is a configuration of shared pieces, not a training loop. It must provi
                                            clips (global-batch noise via ScaleState.randn, sums
                                            scaled by ScaleState.sum_scale); the trainer refuses
                                            multi-rank runs of methods without it
+    replicated_clips (optional)            True: every rank holds every clip and the method picks
+                                           each step's clips for the global batch (SinGAN-GIF);
+                                           otherwise the clips are split over the replicas
+    check_parallel(num_clips, D, P)        (optional) one-line HpgenError for a run that cannot
+                                           be split this way, before anything is written
+    owners(model, critic, n)               [(module, scale)]: the networks scale n updates, each
+                                           with the scale whose stage runs it (pipelined runs)
 
 The trainer runs each phase as: loss, stats[, after_backward] = closure();
 engines[name].backward(loss); after_backward(); engines[name].step(). One scalar, one
@@ -87,6 +94,12 @@ class ScaleState:
         sizes = self.pipe.micro_sizes(t.shape[0])
         start = sum(sizes[:m])
         return t[start:start + sizes[m]]
+
+    def draw(self, sample: Callable[[int], torch.Tensor], local_batch: int) -> torch.Tensor:
+        """``sample(global batch)`` drawn for the global batch (the same call on every rank,
+        so the shared RNG stays in step), this replica's slice kept."""
+        full = sample(local_batch * self.dp_size)
+        return full[self.dp_rank * local_batch:(self.dp_rank + 1) * local_batch]
 
     def randn(self, local_shape, device=None, dtype=None) -> torch.Tensor:
         b = local_shape[0]

@@ -10,9 +10,26 @@
 
 Per scale n the generators max(0, n-concurrent+1)..n train; everything below is frozen and
 its output is computed once per iteration (random path) or once per scale (reconstruction).
-Each iteration picks one clip (a T-frame chunk of a long input, with its slice of z_opt) and,
-when slo-mo is trained, a frame-rate factor f: the generator then makes f*T frames along the
-latent path, the video critic sees every f-th frame and the image critic all of them.
+When slo-mo is trained, each iteration picks a frame-rate factor f: the generator then makes
+f*T frames along the latent path, the video critic sees every f-th frame and the image critic
+all of them.
+
+Clips and ranks. A long input is cut into T-frame clips (chunks), each with its T-frame
+slice of z_opt; every rank holds every clip (a GIF is small) and the fixed quantities of a
+scale (z_opt, the noise amplitudes, the real colour statistics) are computed from all of
+them, identically everywhere. Each step trains on ``data.clips_per_step`` clips per
+data-parallel replica (0: one, the paper's one chunk per pass), so D replicas train on
+k x D clips per step: they are drawn for the global batch (a permutation of the clips, the
+same on every rank) and replica r takes positions r*k..(r+1)*k-1. A one-rank run with
+k x D clips per step is the same run. Every loss is a sum over the step's clips, scaled so
+that the gradient average over the ranks is the global sum (``ScaleState.sum_scale``); all
+noise and gradient-penalty draws are made up front for the global batch (``st.draw``).
+
+Pipeline stages split each pass over the scales as in HP-VAE-GAN (``st.pipe.chain``): the
+frozen random prefix and the frozen reconstruction path run across the stages, and the
+stage that owns scale n trains G_n and its critics. ConSinGAN (``concurrent`` > 1) trains
+several scales through one graph, whose gradients would have to cross stages twice per
+phase; it is refused on more than one stage (data parallelism works).
 """
 from __future__ import annotations
 
@@ -93,6 +110,57 @@ class SinGANMethod:
         critic.requires_grad_(True).train()
         return {"g": g, "d": [{"params": list(critic.parameters()), "lr": self.tr.lr}]}
 
+    # -- parallelism -----------------------------------------------------------
+    data_parallel = True
+    replicated_clips = True  # every rank holds every clip; each step's clips are drawn globally
+
+    @property
+    def clips_per_replica(self) -> int:
+        return max(1, self.cfg.data.clips_per_step)
+
+    def check_parallel(self, num_clips: int, replicas: int, stages: int) -> None:
+        k = self.clips_per_replica
+        if k * replicas > num_clips:
+            d = self.cfg.data
+            frames = self.cfg.pyramid.clip_frames()
+            need = k * replicas
+            raise HpgenError(f"{d.video}: the input gives {num_clips} clip(s) of {frames} frames, but {replicas} "
+                             f"data-parallel replica(s) x {k} clip(s) per step (data.clips_per_step) need {need} "
+                             f"clips ({need * frames} frames); use a longer input, fewer replicas or fewer "
+                             f"clips per step")
+        if stages > 1 and self.sg.concurrent > 1:
+            raise HpgenError(f"singan.concurrent={self.sg.concurrent} cannot run on dist.pipeline_stages={stages}: "
+                             "ConSinGAN trains several scales through one graph whose gradients would cross stages "
+                             "twice per phase; use data parallelism (dist.pipeline_stages=1)")
+
+    def owners(self, model: SinGANStack, critic, n: int) -> list[tuple[torch.nn.Module, int]]:
+        """The networks scale n updates, each with the scale whose stage runs it."""
+        return [(model.generators[m], n) for m in self.trained_scales(n)] + [(critic, n)]
+
+    # -- chains over the scales (pipelined across stages by st.pipe) --------------
+    def _chain(self, st: ScaleState, step, last: int, batch: int, shapes) -> torch.Tensor | None:
+        """up(x_{last-1}) at scale ``last`` from ``step`` run over scales 0..last-1, on the
+        stage that owns ``last`` (None elsewhere)."""
+        def run(k, x, m):
+            return (step(k, x, m) if k < last else resize(x, shapes[k].thw)), None
+
+        return st.pipe.chain(run, last, batch, lambda k, b: (b, 3, *shapes[k].thw), st.reals[0].dtype).output()
+
+    @torch.no_grad()
+    def _recon_up(self, model: SinGANStack, st: ScaleState, last: int) -> torch.Tensor | None:
+        """up(x~_{last-1}) of the reconstruction path (z_opt at scale 0, no noise above) for every
+        clip, on the stage that owns ``last``. Every rank calls it together."""
+        clips = torch.arange(st.reals[0].shape[0])
+        t0 = st.shapes[0].frames
+
+        def step(k, x, m):
+            if k == 0:
+                z = model.z_opt_chunks(st.micro(clips, m).tolist(), t0) * model.noise_amps[0]
+                return model.step(None, 0, st.shapes[0], z.to(st.reals[0].dtype))
+            return model.step(x, k, st.shapes[k], None)
+
+        return self._chain(st, step, last, len(clips), st.shapes)
+
     # -- per scale / per iteration set-up -------------------------------------
     @torch.no_grad()
     def begin_scale(self, model: SinGANStack, st: ScaleState) -> None:
@@ -100,92 +168,143 @@ class SinGANMethod:
         if model.z_opt.numel() == 0:  # drawn once per run (a resumed run loads it)
             model.draw_z_opt(clips, st.shapes[0])
         lo = self.trained_scales(n)[0]
-        all_clips = list(range(clips))
+        # The passes below run every generator with its running BatchNorm statistics and move
+        # no state (ConSinGAN's lower trained stages included), so they are the same whatever
+        # the number of ranks.
+        modes = {m: m.training for m in model.modules()}
+        model.eval()
+        ups = {}
         if n > 0 and float(model.noise_amps[n]) == 0.0:
             # SinGAN-GIF Sec. 3.4.2: amp_n from the RMSE between the up-sampled reconstruction
             # and x_n over all frames and clips. Set once when scale n starts (a resumed run
-            # loads it; ConSinGAN's lower stages keep the amplitude they started with).
-            up = resize(model.reconstruct(st.shapes, all_clips, n - 1), st.shapes[n].thw)
-            model.noise_amps[n] = self.tr.noise_amp * losses.rmse(up, st.reals[n])
-        # The frozen part of the reconstruction path (scales < lo), for every clip.
-        st.cache["rec_prefix"] = model.reconstruct(st.shapes, all_clips, lo - 1) if lo > 0 else None
+            # loads it; ConSinGAN's lower stages keep the amplitude they started with). Every
+            # owner of scale n holds every clip, so the mean over replicas is that RMSE.
+            ups[n] = self._recon_up(model, st, n)
+            mse = (ups[n].float() - st.reals[n].float()).pow(2).mean() if ups[n] is not None else \
+                torch.zeros((), device=st.reals[n].device)
+            model.noise_amps[n] = self.tr.noise_amp * st.all_mean(mse).sqrt()
+        # The frozen part of the reconstruction path, up(x~_{lo-1}), for every clip.
+        if lo > 0 and lo not in ups:
+            ups[lo] = self._recon_up(model, st, lo)
+        st.cache["rec_up"] = ups.get(lo)
+        for m, t in modes.items():
+            m.train(t)
 
     @torch.no_grad()
     def begin_iteration(self, model: SinGANStack, st: ScaleState) -> None:
-        clips = st.reals[0].shape[0]
-        st.cache["clip"] = int(torch.randint(clips, (1,)))
+        """Draw all of this iteration's random numbers for the global batch, on every rank and in
+        the same order: the clips, the slo-mo factor, the noise of every scale and phase and the
+        gradient-penalty mixes. Then run the frozen random prefix through the stages."""
+        n, k, dtype = st.n, self.clips_per_replica, st.reals[0].dtype
+        perm = torch.randperm(st.reals[0].shape[0])[:k * st.dp_size]
+        st.cache["clips"] = perm[st.dp_rank * k:(st.dp_rank + 1) * k].tolist()
         factors = self.sg.slomo_factors
         f = factors[int(torch.randint(len(factors), (1,)))] if len(factors) > 1 else factors[0]
-        st.cache["factor"] = f
         shapes = factor_shapes(st.shapes, f)
-        st.cache["shapes_f"] = shapes
-        lo = self.trained_scales(st.n)[0]
-        st.cache["fake_prefix"] = model.run(None, shapes, 0, lo - 1, factor=f) if lo > 0 else None
+        st.cache["factor"], st.cache["shapes_f"] = f, shapes
 
-    def _fake(self, model: SinGANStack, st: ScaleState) -> torch.Tensor:
-        lo = self.trained_scales(st.n)[0]
-        return model.run(st.cache["fake_prefix"], st.cache["shapes_f"], lo, st.n, factor=st.cache["factor"])
+        def noise(m):
+            return st.draw(lambda b: model.make_noise(m, shapes[m], b, factor=f), k).to(dtype)
+
+        lo = self.trained_scales(n)[0]
+        prefix = [noise(m) for m in range(lo)]
+        phases = self.tr.critic_steps + self.tr.generator_steps
+        st.cache["z"] = [[noise(m) for m in range(lo, n + 1)] for _ in range(phases)]
+        st.cache["gp_eps"] = [(st.rand((k,)), st.rand((k,))) for _ in range(self.tr.critic_steps)]
+
+        def step(m, x, mb):
+            return model.step(x, m, shapes[m], st.micro(prefix[m], mb))
+
+        st.cache["fake_up"] = self._chain(st, step, lo, k, shapes) if lo > 0 else None
+
+    def _trained(self, model: SinGANStack, st: ScaleState, up: torch.Tensor | None, noises, shapes) -> torch.Tensor:
+        """Scales lo..n from up(x_{lo-1}) (``up``; None at lo = 0, where noises[0] is G_0's input)."""
+        x = None
+        for j, m in enumerate(self.trained_scales(st.n)):
+            if m == 0:
+                x = model.generators[0](noises[0])
+                continue
+            u = up if x is None else resize(x, shapes[m].thw)
+            x = u + model.refine_upsampled(u, m, noises[j])
+        return x
+
+    def _fake(self, model: SinGANStack, st: ScaleState, phase: int) -> torch.Tensor:
+        return self._trained(model, st, st.cache["fake_up"], st.cache["z"][phase], st.cache["shapes_f"])
 
     def _reconstruction(self, model: SinGANStack, st: ScaleState) -> torch.Tensor:
-        c, lo = st.cache["clip"], self.trained_scales(st.n)[0]
+        """x~_n of the step's clips: z_opt's slices at scale 0, no noise above (SinGAN's z_opt)."""
+        clips, lo = st.cache["clips"], self.trained_scales(st.n)[0]
+        up = None if lo == 0 else st.cache["rec_up"][clips]
+        noises = [None] * (st.n - lo + 1)
         if lo == 0:
-            return model.reconstruct(st.shapes, [c], st.n)
-        x = st.cache["rec_prefix"][c:c + 1]
-        for m in range(lo, st.n + 1):
-            x = model.step(x, m, st.shapes[m], None)
-        return x
+            noises[0] = (model.z_opt_chunks(clips, st.shapes[0].frames) * model.noise_amps[0]).to(st.reals[0].dtype)
+        return self._trained(model, st, up, noises, st.shapes)
+
+    def _real(self, st: ScaleState) -> torch.Tensor:
+        return st.reals[st.n][st.cache["clips"]]
 
     # -- phases ----------------------------------------------------------------
     def phases(self, model: SinGANStack, critic, st: ScaleState) -> list[Phase]:
-        return ([("d", lambda i=i: self.critic_loss(model, critic, st, i)) for i in range(self.tr.critic_steps)]
-                + [("g", lambda: self.generator_loss(model, critic, st))] * self.tr.generator_steps)
+        c = self.tr.critic_steps
+        return ([("d", lambda i=i: self.critic_loss(model, critic, st, i)) for i in range(c)]
+                + [("g", lambda i=i: self.generator_loss(model, critic, st, c + i))
+                   for i in range(self.tr.generator_steps)])
 
-    def critic_loss(self, model: SinGANStack, critic: SinGANCritics, st: ScaleState, i: int = 0):
-        """Eq. 3-4: image WGAN-GP + alpha * video WGAN-GP, each with its own gradient penalty."""
-        gp_weight = self.tr.gp_weight_at(st.step * self.tr.critic_steps + i)
+    def critic_loss(self, model: SinGANStack, critic: SinGANCritics, st: ScaleState, phase: int = 0):
+        """Eq. 3-4 for the critics, summed over the step's clips: image WGAN-GP + alpha * video
+        WGAN-GP, each with its own gradient penalty."""
+        gp_weight = self.tr.gp_weight_at(st.step * self.tr.critic_steps + phase)  # lazy GP (train.gp_every)
         explicit = self.tr.gp_method == "explicit"
         critic.requires_grad_(True)  # the generator phase froze it
+        if not st.pipe.owns(st.n):
+            return None, {}
         with torch.no_grad():
-            fake = self._fake(model, st)
-        real = st.reals[st.n][st.cache["clip"]:st.cache["clip"] + 1]
-        f = st.cache["factor"]
+            fake = self._fake(model, st, phase)
+        real, f = self._real(st), st.cache["factor"]
+        eps_vid, eps_img = st.cache["gp_eps"][phase]
+        clips = real.shape[0]  # the terms are means over the clips; the loss is their sum
         loss, stats = fake.new_zeros((), dtype=torch.float32), {}
         if self.w_vid:
-            lv, s = losses.wgan_critic(critic.video, real, fake[:, :, ::f], gp_weight, gp_norm=self.tr.gp_norm,
+            lv, s = losses.wgan_critic(critic.video, real, fake[:, :, ::f], gp_weight, eps_vid,
+                                       gp_norm=self.tr.gp_norm,
                                        input_grad=critic.video.input_gradient if explicit else None)
-            loss = loss + self.w_vid * lv
+            loss = loss + self.w_vid * clips * lv
             stats.update({f"vid_{k}": v for k, v in s.items()})
         if self.w_img:
             # Every generated frame is judged; the real frames are repeated f times so that the
             # penalty's interpolates pair each fake frame with a real one.
             li, s = losses.wgan_critic(critic.frames, real.repeat_interleave(f, dim=2), fake, gp_weight,
-                                       gp_norm=self.tr.gp_norm,
+                                       eps_img, gp_norm=self.tr.gp_norm,
                                        input_grad=critic.frames_input_gradient if explicit else None)
-            loss = loss + self.w_img * li
+            loss = loss + self.w_img * clips * li
             stats.update({f"img_{k}": v for k, v in s.items()})
         stats["wdist"] = stats.get("vid_wdist", stats.get("img_wdist"))
-        stats["loss_d"] = loss.detach()
-        return loss, stats
+        stats["loss_d"] = loss.detach() * st.dp_size  # averaged over the replicas: the global sum
+        return loss * st.sum_scale, stats
 
-    def generator_loss(self, model: SinGANStack, critic: SinGANCritics, st: ScaleState):
-        """Eq. 3: adversarial (image + alpha video) + beta * reconstruction (Eq. 5) + gamma * Eq. 6."""
-        fake = self._fake(model, st)
-        f = st.cache["factor"]
+    def generator_loss(self, model: SinGANStack, critic: SinGANCritics, st: ScaleState, phase: int = 0):
+        """Eq. 3, summed over the step's clips: adversarial (image + alpha video) + beta *
+        reconstruction (Eq. 5: L1, or SinGAN's MSE, per ``singan.recon_loss``) + gamma * Eq. 6."""
         # D gets no gradient from this phase. It stays frozen through the backward too (the
         # critic phase unfreezes it), so activation checkpointing recomputes the same graph.
         critic.requires_grad_(False)
+        if not st.pipe.owns(st.n):
+            return None, {}
+        fake, f = self._fake(model, st, phase), st.cache["factor"]
+        real = self._real(st)
+        clips = real.shape[0]
         adv = fake.new_zeros((), dtype=torch.float32)
-        if self.w_vid:
-            adv = adv + self.w_vid * losses.wgan_generator(critic.video, fake[:, :, ::f])
         if self.w_img:
-            adv = adv + self.w_img * losses.wgan_generator(critic.frames, fake)
-        c = st.cache["clip"]
-        rec = losses.reconstruction(self._reconstruction(model, st), st.reals[st.n][c:c + 1])
+            adv = adv + self.w_img * clips * losses.wgan_generator(critic.frames, fake)
+        if self.w_vid:
+            adv = adv + self.w_vid * clips * losses.wgan_generator(critic.video, fake[:, :, ::f])
+        rec = losses.RECONSTRUCTION[self.sg.recon_loss](self._reconstruction(model, st), real)
         loss = adv + self.tr.recon_weight * rec
-        stats = {"adv": adv.detach(), "rec": rec.detach()}
+        stats = {"adv": adv.detach() * st.dp_size, "rec": rec.detach() * st.dp_size}
         if self.sg.stat_weight:
-            stat = losses.colour_statistics(fake, st.reals[st.n])
+            # The real statistics are those of every training frame (all clips, on every rank).
+            stat = clips * losses.colour_statistics(fake, st.reals[st.n])
             loss = loss + self.sg.stat_weight * stat
-            stats["stat"] = stat.detach()
-        stats["loss_g"] = loss.detach()
-        return loss, stats
+            stats["stat"] = stat.detach() * st.dp_size
+        stats["loss_g"] = loss.detach() * st.dp_size
+        return loss * st.sum_scale, stats

@@ -15,11 +15,11 @@ import torch.nn as nn
 
 
 class SeparableConv3d(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel: int = 3):
+    def __init__(self, cin: int, cout: int, kernel: int = 3, bias: bool = True):
         super().__init__()
         p = kernel // 2
         self.spatial = nn.Conv3d(cin, cout, (1, kernel, kernel), padding=(0, p, p), bias=False)
-        self.temporal = nn.Conv3d(cout, cout, (kernel, 1, 1), padding=(p, 0, 0), groups=cout, bias=True)
+        self.temporal = nn.Conv3d(cout, cout, (kernel, 1, 1), padding=(p, 0, 0), groups=cout, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.temporal(self.spatial(x))
@@ -35,9 +35,23 @@ class SeparableBlock(nn.Sequential):
     with a separable 3D convolution."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 3, last: bool = False):
-        layers: list[nn.Module] = [SeparableConv3d(cin, cout, kernel)]
+        # No conv bias before BatchNorm (as in ConvBlock): BN removes it exactly, so its
+        # gradient is pure rounding noise, which Adam amplifies into lr-sized random steps (a
+        # 2-rank run drifted 2e-4 from one rank through these biases alone).
+        layers: list[nn.Module] = [SeparableConv3d(cin, cout, kernel, bias=last)]
         layers += [nn.Tanh()] if last else [nn.BatchNorm3d(cout), nn.LeakyReLU(0.2)]
         super().__init__(*layers)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Generators saved before the bias was dropped: fold it into the BatchNorm's running
+        # mean, where BN(x + b) with running statistics is exactly BN'(x) with mean - b.
+        key = prefix + "0.temporal.bias"
+        if key in state_dict and self[0].temporal.bias is None and isinstance(self[1], nn.BatchNorm3d):
+            bias = state_dict.pop(key)
+            mean = prefix + "1.running_mean"
+            if mean in state_dict:
+                state_dict[mean] = state_dict[mean] - bias
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class SeparableGenerator(nn.Module):

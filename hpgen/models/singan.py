@@ -62,7 +62,8 @@ def singan_init(module: nn.Module) -> nn.Module:
         if isinstance(m, SeparableConv3d):
             nn.init.normal_(m.spatial.weight, 0.0, 0.02)
             nn.init.normal_(m.temporal.weight, 1.0 / m.temporal.weight.shape[2], 0.02)
-            nn.init.zeros_(m.temporal.bias)
+            if m.temporal.bias is not None:
+                nn.init.zeros_(m.temporal.bias)
         elif isinstance(m, (nn.Conv2d, nn.Conv3d)) and not any(m is c.temporal or m is c.spatial
                                                               for c in module.modules()
                                                               if isinstance(c, SeparableConv3d)):
@@ -164,7 +165,11 @@ class SinGANStack(nn.Module):
         if n == 0:
             return self.generators[0](noise)
         up = resize(prev, shape.thw)
-        return up + self.generators[n](up if noise is None else up + noise)
+        return up + self.refine_upsampled(up, n, noise)
+
+    def refine_upsampled(self, up: torch.Tensor, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The residual G_n(up [+ z_n]) for an already up-sampled input (Eq. 2 without the skip)."""
+        return self.generators[n](up if noise is None else up + noise)
 
     def refine(self, prev: torch.Tensor, n: int, shape: ScaleShape, noise: torch.Tensor | None = None) -> torch.Tensor:
         return self.step(prev, n, shape, noise)
