@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,15 +164,6 @@ class Config:
 
 # ---------------------------------------------------------------------------
 # generic loading / overriding / dumping of any dataclass tree
-
-def _is_dc_type(tp) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _field_types(cls) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
 
 def _coerce(value: Any, default: Any, where: str) -> Any:
     """Check/convert a TOML or command-line value to the type of the field's default."""

@@ -46,7 +46,7 @@ def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | 
     for i in tqdm(mine, desc="sampling", disable=not (progress and ctx.is_main)):
         # One generator per sample index: sample i is the same whatever the process count.
         g = torch.Generator(device=ctx.device).manual_seed(seed * 1_000_003 + i)
-        with torch.no_grad(), ctx.autocast():
+        with torch.no_grad():
             video = method.sample(model, shapes, batch=1, generator=g, tile=tile)[0].float()
         written.append(write_video(targets[i], video, fps=fps))
     ctx.wait()
