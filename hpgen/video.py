@@ -9,8 +9,9 @@ Reading
 
 Writing
     ``write_video(path, frames, fps)`` picks the format from the suffix:
-    H.264 mp4 through PyAV, gif through Pillow, png as a strip of frames side
-    by side.
+    H.264 mp4 (yuv420p; an odd height or width loses its last row or column,
+    ``write_mp4``) through PyAV, gif through Pillow, png as a strip of frames
+    side by side.
 
 Frames are uint8 numpy arrays of shape (T, H, W, 3) in RGB at the I/O boundary;
 models see float tensors (C, T, H, W) in [-1, 1] (``to_tensor``/``to_frames``).
@@ -248,20 +249,33 @@ def _as_frames(video) -> np.ndarray:
     return arr
 
 
+def mp4_size(height: int, width: int) -> tuple[int, int]:
+    """(H, W) of an mp4 that ``write_mp4`` writes from (height, width) frames: each odd side
+    loses one pixel (see ``write_mp4``)."""
+    return height - height % 2, width - width % 2
+
+
 def write_mp4(path: Path, frames: np.ndarray, fps: float, crf: int = 15) -> None:
-    """H.264 mp4 through PyAV. 4:2:0 needs even sizes; odd sizes use 4:4:4 rather than
-    cropping, so the written video always has exactly the generated size."""
+    """H.264 mp4 (yuv420p) through PyAV.
+
+    4:2:0, the pixel format that players and browsers accept, needs even sizes, so an odd
+    height or width is cropped by one pixel: the last row and/or column is dropped (never
+    padded with invented pixels). A 63x113 video is written as 62x112 (``mp4_size``); write
+    .gif or .png for the exact size."""
     import av
 
-    t, h, w, _ = frames.shape
-    pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
+    h, w = mp4_size(*frames.shape[1:3])
+    if h == 0 or w == 0:
+        raise HpgenError(f"cannot write a {frames.shape[1]}x{frames.shape[2]} video as mp4 (4:2:0 needs at least "
+                         "2x2 pixels); use .gif or .png")
+    frames = frames[:, :h, :w]
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": str(crf), "preset": "medium"}
         for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from hpgen.errors import HpgenError
-from hpgen.video import VideoSource, read_video, strip, to_frames, to_tensor, write_video
+from hpgen.video import VideoSource, mp4_size, read_video, strip, to_frames, to_tensor, write_video
 
 
 def test_read_bundled_mp4_metadata_and_resize_on_decode(bikes):
@@ -35,16 +35,30 @@ def test_frame_folder(balloons_frames):
     assert np.array_equal(first, np.asarray(Image.open(balloons_frames / "1.png").convert("RGB")))
 
 
+def _pix_fmt(path) -> str:
+    import av
+
+    with av.open(str(path)) as c:
+        return c.streams.video[0].codec_context.pix_fmt
+
+
 def test_mp4_roundtrip_even_and_odd_sizes(tmp_path, bikes):
-    frames = read_video(bikes, range(8), size=(67, 121))  # odd size: written as 4:4:4
+    frames = read_video(bikes, range(8), size=(67, 121))  # odd size: cropped to 66x120, 4:2:0
     p = write_video(tmp_path / "o.mp4", frames, fps=12)
+    assert _pix_fmt(p) == "yuv420p"  # what players and browsers accept (4:4:4 is refused by many)
     back = read_video(p)
-    assert back.shape == frames.shape
-    assert np.abs(back.astype(float) - frames.astype(float)).mean() < 4
+    assert back.shape == (8, 66, 120, 3) and mp4_size(67, 121) == (66, 120)
+    assert np.abs(back.astype(float) - frames[:, :66, :120].astype(float)).mean() < 4  # last row/column dropped
     even = read_video(bikes, range(5), size=(64, 150))
-    back = read_video(write_video(tmp_path / "e.mp4", even, fps=25))
+    p = write_video(tmp_path / "e.mp4", even, fps=25)
+    back = read_video(p)
+    assert _pix_fmt(p) == "yuv420p"
     assert back.shape == even.shape and np.abs(back.astype(float) - even.astype(float)).mean() < 4
     assert VideoSource(tmp_path / "e.mp4").fps == pytest.approx(25.0)
+    for h, w in ((1, 40), (40, 1)):  # no 4:2:0 video of it: one line, not an encoder traceback
+        with pytest.raises(HpgenError, match="use .gif or .png"):
+            write_video(tmp_path / "thin.mp4", np.zeros((2, h, w, 3), np.uint8))
+    assert not (tmp_path / "thin.mp4").exists()
 
 
 def test_gif_roundtrip_and_png_strip(tmp_path, bikes):
