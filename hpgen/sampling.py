@@ -24,14 +24,29 @@ def load_model(payload: dict, device):
     return method, set_cpu_conv3d_layout(model.to(device).eval(), torch.device(device).type == "cpu")
 
 
+def min_side(payload: dict) -> tuple[int, str]:
+    """Smallest frame side a sample's coarsest scale may have, and why: the generators'
+    receptive field (num_blocks x (kernel - 1) + 1), or the trained coarsest side where
+    training itself went below it; never under 3."""
+    m = payload["config"]["model"]
+    rf = m["num_blocks"] * (m["kernel"] - 1) + 1
+    trained = min(min(s.height, s.width) for s in payload["shapes"])
+    if trained < rf:
+        return max(3, trained), " (the coarsest size it was trained at)"
+    return rf, " (the generators' receptive field)"
+
+
 def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | None = None,
                height: int | None = None, width: int | None = None, device: str = "auto",
                overwrite: bool = False, progress: bool = True, tile: int = 0) -> list[Path]:
+    if num < 1:
+        raise HpgenError(f"--num must be >= 1, got {num}")
     payload = load_generator(Path(run_dir))
-    ctx = InferenceContext.create(device)
     shapes = payload["shapes"]
-    if frames or height or width:
-        shapes = rescale_shapes(shapes, frames, height, width)
+    if frames is not None or height is not None or width is not None:
+        side, why = min_side(payload)
+        shapes = rescale_shapes(shapes, frames, height, width, min_side=side, why=why)
+    ctx = InferenceContext.create(device)
     out = Path(out)
     targets = [out / f"sample_{i:03d}.mp4" for i in range(num)]
     existing = [p for p in targets if p.exists()]

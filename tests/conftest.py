@@ -39,6 +39,26 @@ def balloons_frames() -> Path:
     return shared_clip("airballoons_256x144")
 
 
+def untrained_run(run_dir: Path, *overrides: str, config: str = "configs/hpvaegan/tiny.toml") -> Path:
+    """A run directory holding only a generator.pt of untrained networks (4 channels) with
+    the pyramid of ``config`` on its bundled clip: for testing sampling's arguments and
+    outputs in a second instead of training."""
+    from hpgen.config import load_config, to_dict
+    from hpgen.data import plan
+    from hpgen.export import export_generator
+    from hpgen.methods import get_method
+
+    cfg = load_config(REPO / config, ["model.channels=4", "model.latent_channels=4", *overrides])
+    source, shapes, _ = plan(cfg)
+    method = get_method(cfg.train.method)(cfg)
+    torch.manual_seed(0)
+    model = method.model_from_args(method.model_args(), len(shapes))
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    export_generator(Path(run_dir) / "generator.pt", method=method.name, model=model,
+                     model_args=method.model_args(), shapes=shapes, config=to_dict(cfg), fps=source.fps)
+    return Path(run_dir)
+
+
 DIST_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
 

@@ -6,7 +6,7 @@ from PIL import Image
 from hpgen.cli import main
 from hpgen.video import read_video, write_video
 
-from conftest import REPO
+from conftest import REPO, untrained_run
 
 DEMO = str(REPO / "configs" / "hpvaegan" / "demo.toml")
 
@@ -86,3 +86,17 @@ def test_foreign_directory_is_never_used(capsys, tmp_path):
 
 def test_sample_without_generator(capsys, tmp_path):
     _fails(capsys, ["sample", str(tmp_path), "--num", "1", "--out", str(tmp_path / "o")], "no trained generator")
+
+
+def test_sample_sizes_that_cannot_be_made_are_one_line_errors(capsys, tmp_path):
+    run = untrained_run(tmp_path / "run")  # tiny preset: 36x64 finest, 18x32 coarsest, receptive field 15
+    out = tmp_path / "o"
+    for args, match in ((["--frames", "0"], "--frames must be >= 1, got 0"),
+                        (["--frames", "-1"], "--frames must be >= 1, got -1"),
+                        (["--height", "3"], "an output of 3x5 makes the coarsest scale 2x3 pixels"),
+                        (["--height", "12"], "smaller than 15 (the generators' receptive field); use at least "
+                                             "about 30x54"),
+                        (["--width", "2"], "an output of 1x2"),
+                        (["--num", "0"], "--num must be >= 1")):
+        _fails(capsys, ["sample", str(run), "--num", "1", "--out", str(out), "--device", "cpu", *args], match)
+    assert not out.exists()  # nothing written
