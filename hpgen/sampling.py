@@ -12,7 +12,7 @@ from .export import load_generator
 from .inference import InferenceContext
 from .methods import get_method
 from .pyramid import rescale_shapes
-from .video import write_video
+from .video import output_paths, write_video
 
 
 def load_model(payload: dict, device):
@@ -38,7 +38,9 @@ def min_side(payload: dict) -> tuple[int, str]:
 
 def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | None = None,
                height: int | None = None, width: int | None = None, device: str = "auto",
-               overwrite: bool = False, progress: bool = True, tile: int = 0) -> list[Path]:
+               overwrite: bool = False, progress: bool = True, tile: int = 0, fmt: str | None = None) -> list[Path]:
+    """Write ``num`` samples as ``video.output_paths(out, num, fmt)`` names them (OUT/sample_000.mp4,
+    ... by default) and return this process's files."""
     if num < 1:
         raise HpgenError(f"--num must be >= 1, got {num}")
     payload = load_generator(Path(run_dir))
@@ -47,8 +49,7 @@ def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | 
         side, why = min_side(payload)
         shapes = rescale_shapes(shapes, frames, height, width, min_side=side, why=why)
     ctx = InferenceContext.create(device)
-    out = Path(out)
-    targets = [out / f"sample_{i:03d}.mp4" for i in range(num)]
+    targets = output_paths(out, num, fmt).videos
     existing = [p for p in targets if p.exists()]
     if existing and not overwrite:
         raise HpgenError(f"{existing[0]} already exists; pass --overwrite or choose another --out")

@@ -281,11 +281,14 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float, crf: int = 15) -> None
             container.mux(packet)
 
 
-def write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
+def write_gif(path, frames: np.ndarray, fps: float) -> None:
+    """Animated GIF through Pillow, looping forever, to a path or a binary file object (the
+    one GIF writer: files here, TensorBoard summaries in monitor.py)."""
     from PIL import Image
 
     ims = [Image.fromarray(f) for f in frames]
-    ims[0].save(path, save_all=True, append_images=ims[1:], duration=max(1, round(1000 / fps)), loop=0)
+    ims[0].save(path, format="GIF", save_all=True, append_images=ims[1:], duration=max(1, round(1000 / fps)),
+                loop=0)
 
 
 def strip(frames: np.ndarray, max_frames: int = 0) -> np.ndarray:
@@ -303,6 +306,49 @@ def write_png_strip(path: Path, frames: np.ndarray, max_frames: int = 0) -> None
 
 def atomic_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+
+
+FORMATS = ("mp4", "gif", "png")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a command that writes ``num`` videos puts them (``output_paths``)."""
+    folder: Path
+    videos: list[Path]
+    format: str
+    contact_sheet: Path
+    config: Path
+
+
+def output_paths(out, num: int, fmt: str | None = None, stem: str = "sample") -> Outputs:
+    """The files of ``num`` videos for ``--out OUT [--format mp4|gif|png]``.
+
+    * OUT a folder (no .mp4/.gif/.png suffix): OUT/sample_000.<fmt>, ...; the format is
+      ``fmt``, else mp4; beside them contact_sheet.png and config.toml.
+    * OUT a file name such as out/fake.gif: the format is its suffix; one video is written
+      to exactly that name, several to out/fake_000.gif, ...; beside them
+      out/fake_contact_sheet.png and out/fake_config.toml.
+
+    png is a strip of the frames side by side (an image a page can show); gif and png keep
+    odd frame sizes exactly, mp4 crops them to even (``write_mp4``). A ``fmt`` that
+    contradicts OUT's suffix is an error."""
+    out = Path(out)
+    suffix = out.suffix.lower().lstrip(".")
+    if fmt is not None:
+        fmt = fmt.lower().lstrip(".")
+        if fmt not in FORMATS:
+            raise HpgenError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+        if suffix in FORMATS and suffix != fmt:
+            raise HpgenError(f"--out {out} names a .{suffix} file but --format is {fmt}; give one of them")
+    if suffix in FORMATS:
+        folder, prefix = out.parent, out.stem + "_"
+        videos = [out] if num == 1 else [out.with_name(f"{out.stem}_{i:03d}{out.suffix}") for i in range(num)]
+        fmt = suffix
+    else:
+        folder, prefix, fmt = out, "", fmt or "mp4"
+        videos = [out / f"{stem}_{i:03d}.{fmt}" for i in range(num)]
+    return Outputs(folder, videos, fmt, folder / f"{prefix}contact_sheet.png", folder / f"{prefix}config.toml")
 
 
 def write_video(path, video, fps: float = DEFAULT_FPS, max_strip_frames: int = 0) -> Path:

@@ -199,3 +199,28 @@ def test_cli_refuses_a_run_larger_than_free_memory_before_decoding(tmp_path, cap
     assert _cli(["patchnn", str(BALLOONS), "--out", str(tmp_path / "forced"), "--device", "cpu",
                  "--input-height", "36", "--input-frames", "6", "--frames", "5", "--no-memory-check"]) == 0
     assert (tmp_path / "forced" / "sample_000.mp4").exists()
+
+
+def test_cli_writes_gif_or_png_by_suffix_or_format(tmp_path, capsys):
+    from PIL import Image
+
+    from hpgen.video import VideoSource
+
+    from conftest import REPO
+
+    base = ["patchnn", str(REPO / "hpgen" / "assets" / "balloons.mp4"), "--input-height", "36", "--input-frames",
+            "6", "--device", "cpu", "--frames", "5"]
+    one = tmp_path / "fake.gif"
+    assert _cli([*base, "--out", str(one)]) == 0
+    assert one.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    v = VideoSource(one)
+    assert (v.num_frames, v.info.height, v.info.width) == (5, 36, 64)
+    assert "[patchnn]" in (tmp_path / "fake_config.toml").read_text()
+    assert (tmp_path / "fake_contact_sheet.png").is_file()
+    strips = tmp_path / "strips"
+    assert _cli([*base, "--format", "png", "--out", str(strips)]) == 0
+    assert np.asarray(Image.open(strips / "sample_000.png")).shape == (36, 5 * 64, 3)  # frames side by side
+    capsys.readouterr()
+    assert _cli([*base, "--format", "gif", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "names a .png file but --format is gif" in err and "\n" not in err

@@ -120,3 +120,24 @@ def test_write_is_atomic_and_refuses_unknown_suffix(tmp_path, bikes):
     with pytest.raises(HpgenError, match="cannot write"):
         write_video(tmp_path / "x.avi", frames)
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_one_gif_writer_for_files_and_tensorboard(tmp_path):
+    import io
+
+    from hpgen.monitor import Monitor
+    from hpgen.video import write_gif
+
+    frames = to_frames(torch.linspace(-1, 1, 3 * 4 * 6 * 10).reshape(3, 4, 6, 10))
+    buf = io.BytesIO()
+    write_gif(buf, frames, 10)
+    write_gif(tmp_path / "a.gif", frames, 10)
+    assert buf.getvalue() == (tmp_path / "a.gif").read_bytes() and buf.getvalue()[:6] == b"GIF89a"
+    mon = Monitor(tmp_path / "run", enabled=True)
+    mon.video("fake/x", to_tensor(frames), 0, fps=10)  # the TensorBoard summary goes through write_gif
+    mon.close()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    assert acc.Images("fake/x")[0].encoded_image_string == buf.getvalue()
