@@ -268,25 +268,31 @@ def _snapshot(method, model, mon: Monitor, run_dir: Path, st: ScaleState, n: int
     stream, and with it resume equivalence, is untouched)."""
     if not is_main:
         return
+    count = max(1, cfg.train.eval_samples)
+    scoring = f", then scoring {', '.join(cfg.train.eval_metrics)}" if cfg.train.eval_metrics else ""
+    print(f"hpgen: scale {n} done; end-of-scale snapshot: {count} fixed-seed sample(s){scoring} "
+          f"(train.eval_samples, train.eval_metrics)", flush=True)
+    t0 = time.time()
     was_training = {m: m.training for m in model.modules()}
     model.eval()
     g = torch.Generator(device=st.reals[0].device).manual_seed(cfg.train.seed + 12345)
-    count = max(1, cfg.train.eval_samples)
     fakes = [method.sample(model, st.shapes, batch=1, generator=g, stop=n, tile=cfg.train.sample_tile)[0].float()
              for _ in range(count)]
     fake = fakes[0]
     for m, t in was_training.items():
         m.train(t)
-    if cfg.train.eval_metrics:
-        _scale_metrics(run_dir, mon, st, n, cfg, fakes)
+    values = _scale_metrics(run_dir, mon, st, n, cfg, fakes) if cfg.train.eval_metrics else {}
     rate_fps = fps / st.shapes[n].rate
     write_video(run_dir / "samples" / f"scale_{n:02d}.mp4", fake, fps=rate_fps)
     write_video(run_dir / "samples" / f"scale_{n:02d}.png", fake, max_strip_frames=13)
     mon.video(f"fake/scale_{n:02d}", fake, n)
     mon.video(f"real/scale_{n:02d}", st.reals[n][0].float(), n)
+    shown = "".join(f", {k} {v:.3g}" for k, v in values.items())
+    print(f"hpgen: scale {n} snapshot {run_dir / 'samples' / f'scale_{n:02d}.mp4'}{shown} "
+          f"({time.time() - t0:.1f} s)", flush=True)
 
 
-def _scale_metrics(run_dir: Path, mon: Monitor, st: ScaleState, n: int, cfg: Config, fakes) -> None:
+def _scale_metrics(run_dir: Path, mon: Monitor, st: ScaleState, n: int, cfg: Config, fakes) -> dict:
     """The papers' metrics on the fixed samples; a missing weights package costs a warning,
     never the run."""
     from .metrics.hook import evaluate_samples, log_metrics
@@ -295,8 +301,9 @@ def _scale_metrics(run_dir: Path, mon: Monitor, st: ScaleState, n: int, cfg: Con
         values = evaluate_samples(st.reals[n][0].float(), fakes, cfg.train.eval_metrics, st.reals[n].device)
     except HpgenError as e:
         print(f"hpgen: warning: scale {n} metrics skipped: {e}")
-        return
+        return {}
     log_metrics(run_dir, mon.writer, scale=n, step=cfg.train.steps_before(n + 1), values=values)
+    return values
 
 
 def dry_run(cfg: Config) -> str:

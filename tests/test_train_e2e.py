@@ -82,6 +82,10 @@ def test_run_directory_is_complete_and_self_describing(demo_run):
     run, _, stdout, data, _, _ = demo_run
     assert "hpgen: done. Outputs in" in stdout and str(run / "generator.pt") in stdout
     n = len(data.shapes)
+    for k in range(n):  # the end-of-scale snapshot and metrics say what they do, and what they found
+        assert f"hpgen: scale {k} done; end-of-scale snapshot:" in stdout
+        assert f"hpgen: scale {k} snapshot {run / 'samples' / f'scale_{k:02d}.mp4'}, " in stdout
+    assert "completeness" in stdout.split(f"hpgen: scale {n - 1} snapshot")[1].splitlines()[0]
     for k in range(n):
         assert (run / "samples" / f"scale_{k:02d}.mp4").is_file()
         assert (run / "samples" / f"scale_{k:02d}.png").is_file()
