@@ -90,7 +90,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True) -> Path:
+def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True, memory_check: bool = True) -> Path:
     device = resolve_device(cfg.train.device)
     info = eng.setup_distributed(device, cfg.dist.timeout_s)
     dev = eng.device_for(device, info)
@@ -101,6 +101,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
     if info.world_size > 1 and not getattr(method, "data_parallel", False):
         raise HpgenError(f"train.method={cfg.train.method} does not support data or pipeline parallelism yet "
                          "(its noise and clip choice are per rank); run it on one rank")
+    if memory_check:
+        _check_memory(cfg, dev, info, dp_size)  # before any clip is decoded or anything is written
     feed = make_feed(cfg, dp_rank, dp_size)
     layout, costs = _layout(cfg, feed.shapes, info.world_size, info.rank)
     pipe = pl.Pipeline(layout, dev, cfg.dist.micro_batches)
@@ -209,6 +211,25 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
     mon.close()
     eng.barrier()
     return run_dir / "generator.pt"
+
+
+def _check_memory(cfg: Config, dev, info, dp_size: int) -> None:
+    """Refuse in one line, on every rank alike, when the estimated peak of the scales this
+    rank trains exceeds its device's free memory (hpgen/memory.py)."""
+    from .data import plan
+    from .memory import check_training_fits
+
+    _, shapes, starts = plan(cfg)  # opens the input; decodes no clip
+    clips = cfg.data.clips_per_step or max(1, len(starts) // dp_size)
+    layout, _ = _layout(cfg, shapes, info.world_size, info.rank)
+    mine = [k for k in range(len(shapes)) if layout.owner(k) == layout.stage]
+    import os
+
+    fits, message = check_training_fits(cfg, shapes, clips, dev, mine,
+                                        ranks_on_host=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if eng.any_rank(not fits):
+        raise HpgenError(message or "another rank's device lacks the memory this run needs (see its error); "
+                                    "shrink the run or pass --no-memory-check")
 
 
 def run_iteration(method, model, critic, st: ScaleState, engines: dict, pipelined: bool = False) -> dict:

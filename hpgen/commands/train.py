@@ -23,6 +23,9 @@ def add_arguments(p) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and pyramid, then exit")
     p.add_argument("--help-config", action="store_true", help="list every config key with its help")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars (for logs)")
+    p.add_argument("--no-memory-check", action="store_true",
+                   help="train even if the estimated peak memory of the largest scale exceeds the device's free "
+                        "memory (checked before decoding; hpgen/memory.py)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
 
@@ -54,6 +57,7 @@ def run(args) -> int:
     if args.dry_run:
         print(dry_run(cfg))
         return 0
-    result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    result = train(cfg, out, resume=args.resume, progress=not args.no_progress,
+                   memory_check=not args.no_memory_check)
     return 0 if result.name == "generator.pt" else INTERRUPTED
 
