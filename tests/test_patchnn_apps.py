@@ -11,14 +11,10 @@ from hpgen.errors import HpgenError
 from hpgen.patchnn import (AnalogyConfig, PatchNNConfig, flow_magnitude, inpaint, kmeans_1d, load_flow,
                            video_analogy)
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TREE = DATA / "opencv_tree_leaves_f00-55.mp4"
-BALLOONS = DATA / "airballoons_256x144"
+from conftest import BALLOONS, TREE
 
 
 def frames(path: Path, n: int, h: int = 36, w: int = 64) -> np.ndarray:
-    if not path.exists():
-        pytest.skip(f"shared test data not found: {path}")
     from hpgen.video import read_video
 
     return read_video(path, list(range(n)), (h, w))
@@ -123,8 +119,6 @@ def _cli(argv):
 
 
 def test_cli_generate_writes_samples_config_and_refuses_overwrite(tmp_path, capsys):
-    if not BALLOONS.exists():
-        pytest.skip("shared test data not found")
     from hpgen.video import VideoSource
 
     out = tmp_path / "gen"
@@ -147,8 +141,6 @@ def test_cli_generate_writes_samples_config_and_refuses_overwrite(tmp_path, caps
 
 
 def test_cli_bad_inputs_give_one_line_errors(tmp_path, capsys):
-    if not BALLOONS.exists():
-        pytest.skip("shared test data not found")
     from PIL import Image
 
     mask = tmp_path / "mask.png"
@@ -168,8 +160,6 @@ def test_cli_bad_inputs_give_one_line_errors(tmp_path, capsys):
 def test_cli_refuses_a_run_larger_than_free_memory_before_decoding(tmp_path, capsys, monkeypatch):
     """An input too large for the machine gets one line with the estimate and what to change,
     before any frame is decoded and before anything is written; --no-memory-check runs anyway."""
-    if not BALLOONS.exists():
-        pytest.skip("shared test data not found")
     from hpgen.patchnn import budget
     from hpgen.patchnn.config import PatchNNConfig
     from hpgen.video import VideoSource
@@ -206,9 +196,7 @@ def test_cli_writes_gif_or_png_by_suffix_or_format(tmp_path, capsys):
 
     from hpgen.video import VideoSource
 
-    from conftest import REPO
-
-    base = ["patchnn", str(REPO / "hpgen" / "assets" / "balloons.mp4"), "--input-height", "36", "--input-frames",
+    base = ["patchnn", str(BALLOONS), "--input-height", "36", "--input-frames",
             "6", "--device", "cpu", "--frames", "5"]
     one = tmp_path / "fake.gif"
     assert _cli([*base, "--out", str(one)]) == 0
