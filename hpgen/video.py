@@ -194,7 +194,10 @@ class VideoSource:
             try:
                 arr = self._reader(size).get_batch(idx).asnumpy()
             except Exception as e:
-                raise HpgenError(f"cannot decode video {self.path}: {str(e).strip().splitlines()[0]}") from None
+                try:  # decord fails on some small yuv420p frames (dmlc/decord#336): decode with PyAV
+                    return self._read_pyav(idx, size)
+                except Exception:
+                    raise HpgenError(f"cannot decode video {self.path}: {str(e).strip().splitlines()[0]}") from None
             return np.ascontiguousarray(arr[..., :3])
         if self.kind == "gif":
             from PIL import ImageSequence
@@ -208,6 +211,22 @@ class VideoSource:
             return np.stack([got[i] for i in idx])
         paths = self._frames if self.kind == "frames" else [self.path]
         return np.stack([_pil_to_rgb(_pil_open(paths[i]), size) for i in idx])
+
+
+    def _read_pyav(self, idx: list[int], size) -> np.ndarray:
+        """Frames ``idx`` decoded in order by PyAV (resized with Pillow's bilinear if ``size``):
+        the fallback where decord cannot convert a video's frames."""
+        import av
+        from PIL import Image
+
+        wanted, got = set(idx), {}
+        with av.open(str(self.path)) as c:
+            for i, frame in enumerate(c.decode(video=0)):
+                if i in wanted:
+                    got[i] = _pil_to_rgb(frame.to_image(), size)
+                if len(got) == len(wanted):
+                    break
+        return np.stack([got[i] for i in idx])
 
 
 def read_video(path, indices=None, size=None) -> np.ndarray:
