@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from .errors import HpgenError
 
@@ -180,15 +181,6 @@ class Config:
 
 # ---------------------------------------------------------------------------
 # generic loading / overriding / dumping of any dataclass tree
-
-def _is_dc_type(tp) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _field_types(cls) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
 
 def _coerce(value: Any, default: Any, where: str) -> Any:
     """Check/convert a TOML or command-line value to the type of the field's default."""
@@ -359,36 +351,16 @@ def to_dict(cfg) -> dict:
 
 
 def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """One value as TOML on one line (for ``describe``; tomli-w writes arrays one item a line)."""
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v)} to TOML")
+    return tomli_w.dumps({"v": v}).partition("=")[2].strip()
 
 
 def dump_toml(cfg) -> str:
-    lines: list[str] = []
-
-    def emit(obj, prefix):
-        scalars = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                   if not dataclasses.is_dataclass(getattr(obj, f.name))]
-        if scalars:
-            if prefix:
-                lines.append(f"[{prefix}]")
-            for name, value in scalars:
-                lines.append(f"{name} = {_toml_value(value)}")
-            lines.append("")
-        for f in dataclasses.fields(obj):
-            sub = getattr(obj, f.name)
-            if dataclasses.is_dataclass(sub):
-                emit(sub, f"{prefix}.{f.name}" if prefix else f.name)
-
-    emit(cfg, "")
-    return "\n".join(lines)
+    """The config as a TOML document (tomli-w), which ``load_config``/``config_from_dict``
+    read back to an equal config."""
+    return tomli_w.dumps(to_dict(cfg))
 
 
 def describe(cfg) -> str:

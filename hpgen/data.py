@@ -1,5 +1,9 @@
-"""Training clips: the input cut into LCM(Omega)+1-frame clips, decoded once at the finest
-scale's size, and the per-scale reals built from them in memory (never re-decoded)."""
+"""Training clips: the input cut into LCM(Omega)+1-frame clips, and each clip's per-scale
+reals. Both feeds make a scale's real the same way (``clip_reals``): the clip's frames are
+decoded at the finest scale's size (the decoder resizes while decoding), the scale's frames
+are picked (every r_n-th), and ``pyramid.resize`` (bilinear, antialiased when shrinking)
+brings them to the scale's size. So the resident feed (decoded once, kept) and the
+streaming feed (decoded per step) train on equal tensors."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import HpgenError
-from .pyramid import ScaleShape, build_reals, clip_starts, shapes_from_config
+from .pyramid import ScaleShape, clip_starts, resize, shapes_from_config, temporal_indices
 from .video import VideoSource, to_tensor
 
 
@@ -47,17 +51,30 @@ def plan(cfg, source: VideoSource | None = None) -> tuple[VideoSource, list[Scal
     return source, shapes, starts
 
 
+def clip_reals(source: VideoSource, shapes: list[ScaleShape], start: int, scales) -> dict[int, torch.Tensor]:
+    """{scale: (3, T_n, H_n, W_n)} of the clip starting at input frame ``start``: the frames
+    the scales use are decoded once at the finest scale's size, and each scale takes its
+    frames (every r_n-th) and resizes them with ``pyramid.resize``. The one way both feeds
+    make a real, so they train on equal tensors."""
+    index = {n: temporal_indices(start, shapes[n]) if shapes[n].frames > 1 else [start] for n in scales}
+    frames = sorted({i for idx in index.values() for i in idx})
+    fin = shapes[-1]
+    video = to_tensor(source.read(frames, size=(fin.height, fin.width)))  # (3, T, H, W) at the finest size
+    where = {f: k for k, f in enumerate(frames)}
+    return {n: resize(video[:, [where[i] for i in idx]], shapes[n].thw) for n, idx in index.items()}
+
+
 def load_training_data(cfg, clip_ids: list[int] | None = None) -> TrainingData:
-    """Decode the clips (all, or ``clip_ids`` for a data-parallel rank) once, at the finest size."""
+    """Decode the clips (all, or ``clip_ids`` for a data-parallel rank) once and keep every
+    scale's real (``clip_reals``)."""
     source, shapes, starts = plan(cfg)
     notes = []
     if source.info.grayscale:
         notes.append(f"{source.path} is grayscale; its channel is replicated to RGB")
     chosen = starts if clip_ids is None else [starts[i] for i in clip_ids]
-    span = cfg.pyramid.clip_frames()
-    fin = shapes[-1]
-    clips = [to_tensor(source.read(range(s, s + span), size=(fin.height, fin.width))) for s in chosen]
-    reals = build_reals(torch.stack(clips), shapes)
+    scales = range(len(shapes))
+    clips = [clip_reals(source, shapes, s, scales) for s in chosen]  # one clip's full-size frames at a time
+    reals = [torch.stack([c[n] for c in clips]) for n in scales]
     return TrainingData(source, shapes, chosen, reals, notes)
 
 
@@ -65,9 +82,9 @@ def load_training_data(cfg, clip_ids: list[int] | None = None) -> TrainingData:
 # streaming: long inputs are never decoded whole
 
 class ClipStream(torch.utils.data.Dataset):
-    """Clip i -> {scale: (3, T_n, H_n, W_n)} for the scales asked for, each decoded straight at
-    its size (decord resizes while decoding) and at its own frame rate, so a clip costs only
-    the frames and pixels that the phase reads. Picklable: readers open lazily per worker."""
+    """Clip i -> {scale: (3, T_n, H_n, W_n)} for the scales asked for (``clip_reals``: only the
+    frames those scales use are decoded, then resized exactly as the resident feed does).
+    Picklable: readers open lazily per worker."""
 
     def __init__(self, source: VideoSource, shapes: list[ScaleShape], starts: list[int], scales: list[int]):
         self.source, self.shapes, self.starts, self.scales = source, shapes, starts, sorted(set(scales))
@@ -76,14 +93,7 @@ class ClipStream(torch.utils.data.Dataset):
         return len(self.starts)
 
     def __getitem__(self, i: int) -> dict[int, torch.Tensor]:
-        from .pyramid import temporal_indices
-
-        out = {}
-        for n in self.scales:
-            s = self.shapes[n]
-            idx = temporal_indices(self.starts[i], s) if s.frames > 1 else [self.starts[i]]
-            out[n] = to_tensor(self.source.read(idx, size=(s.height, s.width)))
-        return out
+        return clip_reals(self.source, self.shapes, self.starts[i], self.scales)
 
 
 class StepBatches(torch.utils.data.Sampler):

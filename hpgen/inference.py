@@ -1,4 +1,4 @@
-"""Device, precision and multi-process sharing for everything that is not training.
+"""Device and multi-process sharing for everything that is not training.
 
 Sampling, the patch-NN generator, applications and evaluation all go through
 ``InferenceContext``. It wraps ``accelerate.Accelerator`` so that the same
@@ -8,7 +8,6 @@ Training never uses this: DeepSpeed is the one training engine (hpgen/engine/).
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -31,21 +30,17 @@ def resolve_device(name: str = "auto") -> str:
 @dataclass
 class InferenceContext:
     device: torch.device
-    dtype: torch.dtype
     process_index: int = 0
     num_processes: int = 1
     _accelerator: object = None
 
     @classmethod
-    def create(cls, device: str = "auto", precision: str = "fp32") -> "InferenceContext":
+    def create(cls, device: str = "auto") -> "InferenceContext":
         dev = resolve_device(device)
-        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if precision not in dtypes:
-            raise HpgenError(f"unknown precision '{precision}' (use fp32, bf16 or fp16)")
         from accelerate import Accelerator
 
-        acc = Accelerator(cpu=(dev == "cpu"), mixed_precision="no" if precision == "fp32" else precision)
-        return cls(acc.device, dtypes[precision], acc.process_index, acc.num_processes, acc)
+        acc = Accelerator(cpu=(dev == "cpu"))
+        return cls(acc.device, acc.process_index, acc.num_processes, acc)
 
     def share(self, items: Sequence) -> list:
         """This process's share of ``items`` (round-robin, so shares differ by at most one)."""
@@ -54,11 +49,6 @@ class InferenceContext:
     @property
     def is_main(self) -> bool:
         return self.process_index == 0
-
-    def autocast(self):
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def wait(self) -> None:
         if self._accelerator is not None and self.num_processes > 1:

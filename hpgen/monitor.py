@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .video import strip, to_frames
+from .video import strip, to_frames, write_gif
 
 
 def peak_memory_gib(device: torch.device | str) -> float:
@@ -58,14 +58,11 @@ class Monitor:
         """Animated GIF (and, for a quick glance, a png strip) of a (C, T, H, W) video."""
         if not self.enabled:
             return
-        from PIL import Image
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         frames = to_frames(video)
-        ims = [Image.fromarray(f) for f in frames]
         buf = io.BytesIO()
-        ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:],
-                    duration=max(1, round(1000 / fps)), loop=0)
+        write_gif(buf, frames, fps)
         h, w = frames.shape[1:3]
         img = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=buf.getvalue())
         self._writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=img)]), step)

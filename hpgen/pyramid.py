@@ -99,10 +99,15 @@ def shapes_from_config(pyr, input_hw: tuple[int, int]) -> list[ScaleShape]:
 
 
 def rescale_shapes(shapes: Sequence[ScaleShape], frames: int | None = None,
-                   height: int | None = None, width: int | None = None) -> list[ScaleShape]:
+                   height: int | None = None, width: int | None = None, min_side: int = 3, why: str = "") -> list[ScaleShape]:
     """Shapes for sampling at another size: every scale is scaled by the same ratios as the
     finest, so a generator sees the same relative geometry it was trained on. A pyramid
-    with the same frames at every scale (SinGAN-GIF) keeps them equal."""
+    with the same frames at every scale (SinGAN-GIF) keeps them equal. A size whose
+    coarsest scale has a side under ``min_side`` pixels is a user error that names the
+    smallest size that works."""
+    for name, v in (("frames", frames), ("height", height), ("width", width)):
+        if v is not None and v < 1:
+            raise HpgenError(f"--{name} must be >= 1, got {v}")
     fin = shapes[-1]
     if fin.frames == 1 and frames not in (None, 1):
         raise HpgenError("this generator was trained on an image; it makes single frames (--frames 1)")
@@ -123,9 +128,14 @@ def rescale_shapes(shapes: Sequence[ScaleShape], frames: int | None = None,
         out.append(ScaleShape(t, max(1, round(s.height * rh)), max(1, round(s.width * rw)), s.rate))
     last = out[-1]
     out[-1] = ScaleShape(frames or last.frames, height or last.height, width or last.width, last.rate)
-    if min(min(s.height, s.width) for s in out) < 3:
-        raise HpgenError(f"an output of {out[-1].height}x{out[-1].width} makes the coarsest scale smaller "
-                         "than 3 pixels")
+    small = min(out, key=lambda s: min(s.height, s.width))
+    if min(small.height, small.width) < min_side:
+        # the smallest output with the same aspect: the trained coarsest side grown to min_side
+        k = min_side / min(min(s.height, s.width) for s in shapes)
+        fit = f"{math.ceil(fin.height * k)}x{math.ceil(fin.width * k)}"
+        raise HpgenError(f"an output of {out[-1].height}x{out[-1].width} makes the coarsest scale {small.height}x"
+                         f"{small.width} pixels, smaller than {min_side}{why}; "
+                         f"use at least about {fit} (height x width)")
     return out
 
 

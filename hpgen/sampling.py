@@ -12,7 +12,7 @@ from .export import load_generator
 from .inference import InferenceContext
 from .methods import get_method
 from .pyramid import rescale_shapes
-from .video import write_video
+from .video import output_paths, write_video
 
 
 def load_model(payload: dict, device):
@@ -24,16 +24,32 @@ def load_model(payload: dict, device):
     return method, set_cpu_conv3d_layout(model.to(device).eval(), torch.device(device).type == "cpu")
 
 
+def min_side(payload: dict) -> tuple[int, str]:
+    """Smallest frame side a sample's coarsest scale may have, and why: the generators'
+    receptive field (num_blocks x (kernel - 1) + 1), or the trained coarsest side where
+    training itself went below it; never under 3."""
+    m = payload["config"]["model"]
+    rf = m["num_blocks"] * (m["kernel"] - 1) + 1
+    trained = min(min(s.height, s.width) for s in payload["shapes"])
+    if trained < rf:
+        return max(3, trained), " (the coarsest size it was trained at)"
+    return rf, " (the generators' receptive field)"
+
+
 def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | None = None,
                height: int | None = None, width: int | None = None, device: str = "auto",
-               overwrite: bool = False, progress: bool = True, tile: int = 0) -> list[Path]:
+               overwrite: bool = False, progress: bool = True, tile: int = 0, fmt: str | None = None) -> list[Path]:
+    """Write ``num`` samples as ``video.output_paths(out, num, fmt)`` names them (OUT/sample_000.mp4,
+    ... by default) and return this process's files."""
+    if num < 1:
+        raise HpgenError(f"--num must be >= 1, got {num}")
     payload = load_generator(Path(run_dir))
-    ctx = InferenceContext.create(device)
     shapes = payload["shapes"]
-    if frames or height or width:
-        shapes = rescale_shapes(shapes, frames, height, width)
-    out = Path(out)
-    targets = [out / f"sample_{i:03d}.mp4" for i in range(num)]
+    if frames is not None or height is not None or width is not None:
+        side, why = min_side(payload)
+        shapes = rescale_shapes(shapes, frames, height, width, min_side=side, why=why)
+    ctx = InferenceContext.create(device)
+    targets = output_paths(out, num, fmt).videos
     existing = [p for p in targets if p.exists()]
     if existing and not overwrite:
         raise HpgenError(f"{existing[0]} already exists; pass --overwrite or choose another --out")
@@ -46,7 +62,7 @@ def sample_run(run_dir: Path, num: int, out: Path, seed: int = 0, frames: int | 
     for i in tqdm(mine, desc="sampling", disable=not (progress and ctx.is_main)):
         # One generator per sample index: sample i is the same whatever the process count.
         g = torch.Generator(device=ctx.device).manual_seed(seed * 1_000_003 + i)
-        with torch.no_grad(), ctx.autocast():
+        with torch.no_grad():
             video = method.sample(model, shapes, batch=1, generator=g, tile=tile)[0].float()
         written.append(write_video(targets[i], video, fps=fps))
     ctx.wait()

@@ -90,7 +90,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True) -> Path:
+def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True, memory_check: bool = True) -> Path:
     device = resolve_device(cfg.train.device)
     info = eng.setup_distributed(device, cfg.dist.timeout_s)
     dev = eng.device_for(device, info)
@@ -101,6 +101,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
     if info.world_size > 1 and not getattr(method, "data_parallel", False):
         raise HpgenError(f"train.method={cfg.train.method} does not support data or pipeline parallelism yet "
                          "(its noise and clip choice are per rank); run it on one rank")
+    if memory_check:
+        _check_memory(cfg, dev, info, dp_size)  # before any clip is decoded or anything is written
     feed = make_feed(cfg, dp_rank, dp_size, replicated=getattr(method, "replicated_clips", False))
     if hasattr(method, "check_parallel"):
         method.check_parallel(feed.num_clips, dp_size, P)
@@ -220,6 +222,25 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
     return run_dir / "generator.pt"
 
 
+def _check_memory(cfg: Config, dev, info, dp_size: int) -> None:
+    """Refuse in one line, on every rank alike, when the estimated peak of the scales this
+    rank trains exceeds its device's free memory (hpgen/memory.py)."""
+    from .data import plan
+    from .memory import check_training_fits
+
+    _, shapes, starts = plan(cfg)  # opens the input; decodes no clip
+    clips = cfg.data.clips_per_step or max(1, len(starts) // dp_size)
+    layout, _ = _layout(cfg, shapes, info.world_size, info.rank)
+    mine = [k for k in range(len(shapes)) if layout.owner(k) == layout.stage]
+    import os
+
+    fits, message = check_training_fits(cfg, shapes, clips, dev, mine,
+                                        ranks_on_host=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if eng.any_rank(not fits):
+        raise HpgenError(message or "another rank's device lacks the memory this run needs (see its error); "
+                                    "shrink the run or pass --no-memory-check")
+
+
 def run_iteration(method, model, critic, st: ScaleState, engines: dict, pipelined: bool = False) -> dict:
     """One training iteration: the method's phases, each one scalar, one backward and one
     optimiser step on its engine. Returns the phases' statistics (tensors).
@@ -277,25 +298,31 @@ def _snapshot(method, model, mon: Monitor, run_dir: Path, st: ScaleState, n: int
     stream, and with it resume equivalence, is untouched)."""
     if not is_main:
         return
+    count = max(1, cfg.train.eval_samples)
+    scoring = f", then scoring {', '.join(cfg.train.eval_metrics)}" if cfg.train.eval_metrics else ""
+    print(f"hpgen: scale {n} done; end-of-scale snapshot: {count} fixed-seed sample(s){scoring} "
+          f"(train.eval_samples, train.eval_metrics)", flush=True)
+    t0 = time.time()
     was_training = {m: m.training for m in model.modules()}
     model.eval()
     g = torch.Generator(device=st.reals[0].device).manual_seed(cfg.train.seed + 12345)
-    count = max(1, cfg.train.eval_samples)
     fakes = [method.sample(model, st.shapes, batch=1, generator=g, stop=n, tile=cfg.train.sample_tile)[0].float()
              for _ in range(count)]
     fake = fakes[0]
     for m, t in was_training.items():
         m.train(t)
-    if cfg.train.eval_metrics:
-        _scale_metrics(run_dir, mon, st, n, cfg, fakes)
+    values = _scale_metrics(run_dir, mon, st, n, cfg, fakes) if cfg.train.eval_metrics else {}
     rate_fps = fps / st.shapes[n].rate
     write_video(run_dir / "samples" / f"scale_{n:02d}.mp4", fake, fps=rate_fps)
     write_video(run_dir / "samples" / f"scale_{n:02d}.png", fake, max_strip_frames=13)
     mon.video(f"fake/scale_{n:02d}", fake, n)
     mon.video(f"real/scale_{n:02d}", st.reals[n][0].float(), n)
+    shown = "".join(f", {k} {v:.3g}" for k, v in values.items())
+    print(f"hpgen: scale {n} snapshot {run_dir / 'samples' / f'scale_{n:02d}.mp4'}{shown} "
+          f"({time.time() - t0:.1f} s)", flush=True)
 
 
-def _scale_metrics(run_dir: Path, mon: Monitor, st: ScaleState, n: int, cfg: Config, fakes) -> None:
+def _scale_metrics(run_dir: Path, mon: Monitor, st: ScaleState, n: int, cfg: Config, fakes) -> dict:
     """The papers' metrics on the fixed samples; a missing weights package costs a warning,
     never the run."""
     from .metrics.hook import evaluate_samples, log_metrics
@@ -304,8 +331,9 @@ def _scale_metrics(run_dir: Path, mon: Monitor, st: ScaleState, n: int, cfg: Con
         values = evaluate_samples(st.reals[n][0].float(), fakes, cfg.train.eval_metrics, st.reals[n].device)
     except HpgenError as e:
         print(f"hpgen: warning: scale {n} metrics skipped: {e}")
-        return
+        return {}
     log_metrics(run_dir, mon.writer, scale=n, step=cfg.train.steps_before(n + 1), values=values)
+    return values
 
 
 def dry_run(cfg: Config) -> str:

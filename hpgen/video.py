@@ -9,8 +9,9 @@ Reading
 
 Writing
     ``write_video(path, frames, fps)`` picks the format from the suffix:
-    H.264 mp4 through PyAV, gif through Pillow, png as a strip of frames side
-    by side.
+    H.264 mp4 (yuv420p; an odd height or width loses its last row or column,
+    ``write_mp4``) through PyAV, gif through Pillow, png as a strip of frames
+    side by side.
 
 Frames are uint8 numpy arrays of shape (T, H, W, 3) in RGB at the I/O boundary;
 models see float tensors (C, T, H, W) in [-1, 1] (``to_tensor``/``to_frames``).
@@ -193,7 +194,10 @@ class VideoSource:
             try:
                 arr = self._reader(size).get_batch(idx).asnumpy()
             except Exception as e:
-                raise HpgenError(f"cannot decode video {self.path}: {str(e).strip().splitlines()[0]}") from None
+                try:  # decord fails on some small yuv420p frames (dmlc/decord#336): decode with PyAV
+                    return self._read_pyav(idx, size)
+                except Exception:
+                    raise HpgenError(f"cannot decode video {self.path}: {str(e).strip().splitlines()[0]}") from None
             return np.ascontiguousarray(arr[..., :3])
         if self.kind == "gif":
             from PIL import ImageSequence
@@ -207,6 +211,22 @@ class VideoSource:
             return np.stack([got[i] for i in idx])
         paths = self._frames if self.kind == "frames" else [self.path]
         return np.stack([_pil_to_rgb(_pil_open(paths[i]), size) for i in idx])
+
+
+    def _read_pyav(self, idx: list[int], size) -> np.ndarray:
+        """Frames ``idx`` decoded in order by PyAV (resized with Pillow's bilinear if ``size``):
+        the fallback where decord cannot convert a video's frames."""
+        import av
+        from PIL import Image
+
+        wanted, got = set(idx), {}
+        with av.open(str(self.path)) as c:
+            for i, frame in enumerate(c.decode(video=0)):
+                if i in wanted:
+                    got[i] = _pil_to_rgb(frame.to_image(), size)
+                if len(got) == len(wanted):
+                    break
+        return np.stack([got[i] for i in idx])
 
 
 def read_video(path, indices=None, size=None) -> np.ndarray:
@@ -248,30 +268,46 @@ def _as_frames(video) -> np.ndarray:
     return arr
 
 
+def mp4_size(height: int, width: int) -> tuple[int, int]:
+    """(H, W) of an mp4 that ``write_mp4`` writes from (height, width) frames: each odd side
+    loses one pixel (see ``write_mp4``)."""
+    return height - height % 2, width - width % 2
+
+
 def write_mp4(path: Path, frames: np.ndarray, fps: float, crf: int = 15) -> None:
-    """H.264 mp4 through PyAV. 4:2:0 needs even sizes; odd sizes use 4:4:4 rather than
-    cropping, so the written video always has exactly the generated size."""
+    """H.264 mp4 (yuv420p) through PyAV.
+
+    4:2:0, the pixel format that players and browsers accept, needs even sizes, so an odd
+    height or width is cropped by one pixel: the last row and/or column is dropped (never
+    padded with invented pixels). A 63x113 video is written as 62x112 (``mp4_size``); write
+    .gif or .png for the exact size."""
     import av
 
-    t, h, w, _ = frames.shape
-    pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
+    h, w = mp4_size(*frames.shape[1:3])
+    if h == 0 or w == 0:
+        raise HpgenError(f"cannot write a {frames.shape[1]}x{frames.shape[2]} video as mp4 (4:2:0 needs at least "
+                         "2x2 pixels); use .gif or .png")
+    frames = frames[:, :h, :w]
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": str(crf), "preset": "medium"}
         for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
 
 
-def write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
+def write_gif(path, frames: np.ndarray, fps: float) -> None:
+    """Animated GIF through Pillow, looping forever, to a path or a binary file object (the
+    one GIF writer: files here, TensorBoard summaries in monitor.py)."""
     from PIL import Image
 
     ims = [Image.fromarray(f) for f in frames]
-    ims[0].save(path, save_all=True, append_images=ims[1:], duration=max(1, round(1000 / fps)), loop=0)
+    ims[0].save(path, format="GIF", save_all=True, append_images=ims[1:], duration=max(1, round(1000 / fps)),
+                loop=0)
 
 
 def strip(frames: np.ndarray, max_frames: int = 0) -> np.ndarray:
@@ -289,6 +325,49 @@ def write_png_strip(path: Path, frames: np.ndarray, max_frames: int = 0) -> None
 
 def atomic_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+
+
+FORMATS = ("mp4", "gif", "png")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a command that writes ``num`` videos puts them (``output_paths``)."""
+    folder: Path
+    videos: list[Path]
+    format: str
+    contact_sheet: Path
+    config: Path
+
+
+def output_paths(out, num: int, fmt: str | None = None, stem: str = "sample") -> Outputs:
+    """The files of ``num`` videos for ``--out OUT [--format mp4|gif|png]``.
+
+    * OUT a folder (no .mp4/.gif/.png suffix): OUT/sample_000.<fmt>, ...; the format is
+      ``fmt``, else mp4; beside them contact_sheet.png and config.toml.
+    * OUT a file name such as out/fake.gif: the format is its suffix; one video is written
+      to exactly that name, several to out/fake_000.gif, ...; beside them
+      out/fake_contact_sheet.png and out/fake_config.toml.
+
+    png is a strip of the frames side by side (an image a page can show); gif and png keep
+    odd frame sizes exactly, mp4 crops them to even (``write_mp4``). A ``fmt`` that
+    contradicts OUT's suffix is an error."""
+    out = Path(out)
+    suffix = out.suffix.lower().lstrip(".")
+    if fmt is not None:
+        fmt = fmt.lower().lstrip(".")
+        if fmt not in FORMATS:
+            raise HpgenError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+        if suffix in FORMATS and suffix != fmt:
+            raise HpgenError(f"--out {out} names a .{suffix} file but --format is {fmt}; give one of them")
+    if suffix in FORMATS:
+        folder, prefix = out.parent, out.stem + "_"
+        videos = [out] if num == 1 else [out.with_name(f"{out.stem}_{i:03d}{out.suffix}") for i in range(num)]
+        fmt = suffix
+    else:
+        folder, prefix, fmt = out, "", fmt or "mp4"
+        videos = [out / f"{stem}_{i:03d}.{fmt}" for i in range(num)]
+    return Outputs(folder, videos, fmt, folder / f"{prefix}contact_sheet.png", folder / f"{prefix}config.toml")
 
 
 def write_video(path, video, fps: float = DEFAULT_FPS, max_strip_frames: int = 0) -> Path:

@@ -1,6 +1,6 @@
 """Bidirectional similarity (coherence / completeness): texture soup in the input's colours
 passes coherence and fails completeness; a shifted copy passes both; noise scores about 1.
-Synthetic scenes and the bundled clip only (no ../shared)."""
+Synthetic scenes and the bundled clip only (nothing outside the repository)."""
 from __future__ import annotations
 
 import json

@@ -6,7 +6,7 @@ from PIL import Image
 from hpgen.cli import main
 from hpgen.video import read_video, write_video
 
-from conftest import REPO
+from conftest import REPO, untrained_run
 
 DEMO = str(REPO / "configs" / "hpvaegan" / "demo.toml")
 
@@ -86,3 +86,47 @@ def test_foreign_directory_is_never_used(capsys, tmp_path):
 
 def test_sample_without_generator(capsys, tmp_path):
     _fails(capsys, ["sample", str(tmp_path), "--num", "1", "--out", str(tmp_path / "o")], "no trained generator")
+
+
+def test_sample_sizes_that_cannot_be_made_are_one_line_errors(capsys, tmp_path):
+    run = untrained_run(tmp_path / "run")  # tiny preset: 36x64 finest, 18x32 coarsest, receptive field 15
+    out = tmp_path / "o"
+    for args, match in ((["--frames", "0"], "--frames must be >= 1, got 0"),
+                        (["--frames", "-1"], "--frames must be >= 1, got -1"),
+                        (["--height", "3"], "an output of 3x5 makes the coarsest scale 2x3 pixels"),
+                        (["--height", "12"], "smaller than 15 (the generators' receptive field); use at least "
+                                             "about 30x54"),
+                        (["--width", "2"], "an output of 1x2"),
+                        (["--num", "0"], "--num must be >= 1")):
+        _fails(capsys, ["sample", str(run), "--num", "1", "--out", str(out), "--device", "cpu", *args], match)
+    assert not out.exists()  # nothing written
+
+
+def test_train_refuses_a_run_larger_than_memory_before_decoding(capsys, tmp_path, monkeypatch):
+    """hpgen train estimates the peak of its largest scale before any clip is decoded and
+    refuses in one line naming the keys that shrink the run; nothing is written."""
+    import hpgen.trainer
+    from hpgen import memory
+    from hpgen.video import VideoSource
+
+    decoded = []
+    monkeypatch.setattr(VideoSource, "read", lambda self, *a, **k: decoded.append(a))
+    out = tmp_path / "run"
+    # far beyond any machine: 2^18 channels (the estimate is linear in them)
+    err = _fails(capsys, ["train", "--config", DEMO, "--out", str(out), "model.channels=262144"],
+                 "training needs about")
+    assert "GiB at its peak (" in err and "GiB free" in err and "--no-memory-check" in err
+    assert "dist.precision=bf16" in err and "dist.checkpoint_min_voxels=1 (activation checkpointing)" in err
+    assert "train.crop_height" not in err  # the demo preset trains on crops already
+    # the demo preset itself, on a machine with no memory to spare
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 0)
+    monkeypatch.setattr(memory, "_own_rss", lambda: 0)
+    _fails(capsys, ["train", "--config", DEMO, "--out", str(out)], "training needs about 0.")
+    assert not decoded and not out.exists()
+    # --no-memory-check goes on to decoding (stopped there)
+    def stop(*a, **k):
+        raise hpgen.trainer.HpgenError("reached decoding")
+
+    monkeypatch.setattr(hpgen.trainer, "make_feed", stop)
+    _fails(capsys, ["train", "--config", DEMO, "--out", str(out), "--no-memory-check"], "reached decoding")
+    assert not out.exists()

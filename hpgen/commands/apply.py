@@ -109,7 +109,7 @@ def run(args) -> int:
         scale = model.num_scales + scale
     g = torch.Generator(device=ctx.device).manual_seed(args.seed)
     fps = payload["fps"] / shapes[-1].rate
-    with torch.no_grad(), ctx.autocast():
+    with torch.no_grad():
         if args.app == "lengthen":
             video = apps.generate(method, model, shapes, args.frames, args.height, args.width, g)
         elif args.app == "slomo":

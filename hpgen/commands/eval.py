@@ -38,6 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--nnf-short-side", type=int, default=48, help="NNFDIV search shorter side (default 48; 0 = native)")
     p.add_argument("--bidir-height", type=int, default=36,
                    help="coherence/completeness search height (default 36; aspect kept, never enlarged; 0 = native)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (per fake and metric, on stderr)")
     p.set_defaults(func=run)
 
 
@@ -59,8 +60,10 @@ def run(args) -> int:
     ctx = InferenceContext.create(args.device)
     metrics = parse_metrics(args.metrics, c3d=bool(args.c3d_weights))
     real = _load(args.real, args.frames, args.size)
+    from tqdm import tqdm
+
     names, fakes = [], []
-    for f in args.fake:
+    for f in tqdm(args.fake, desc="reading fakes", unit="video", disable=args.no_progress, file=sys.stderr):
         names.append(str(f))
         fakes.append(_load(f))
     if not fakes:
@@ -69,7 +72,7 @@ def run(args) -> int:
                    i3d_short_side=args.i3d_short_side or None, nnf_short_side=args.nnf_short_side or None,
                    bidir_height=args.bidir_height or None)
     with torch.no_grad():
-        report = ev.evaluate(fakes, names)
+        report = ev.evaluate(fakes, names, progress=not args.no_progress)
     report["real"] = str(args.real)
     report["note"] = ("fakes are resized to the real video's TxHxW with hpgen.pyramid.resize before scoring; "
                       "SVFID values from different backbones, layers or input sizes are not comparable")

@@ -6,8 +6,10 @@
     hpgen patchnn --content C --style S --out DIR              # video analogy
     hpgen patchnn --sketch SKETCH --style S --out DIR          # sketch-to-video
 
-Outputs sample_000.mp4, sample_001.mp4, ... and the resolved config.toml in DIR, and for
-generation and inpainting contact_sheet.png (the input on top, then one row per sample).
+Outputs sample_000.mp4, sample_001.mp4, ... (--format gif|png for GIFs or png strips) and the
+resolved config.toml in DIR, and for generation and inpainting contact_sheet.png (the input
+on top, then one row per sample; not for png strips). --out NAME.gif (or .mp4, .png) sets the
+format from its suffix and writes NAME.gif, or NAME_000.gif, ... beside NAME_config.toml.
 """
 from __future__ import annotations
 
@@ -27,7 +29,12 @@ def register(subparsers) -> None:
                     "space-time patch nearest neighbours (VGPNN). No training.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("video", nargs="?", help="input video (mp4/avi/mov/gif, image, or folder of frames)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True,
+                   help="output directory; or a file name such as fake.gif, whose suffix sets the format "
+                        "(several samples: fake_000.gif, ...)")
+    p.add_argument("--format", default=None, metavar="mp4|gif|png",
+                   help="mp4 (H.264 yuv420p, the default), gif, or png (a strip of the frames); default: from "
+                        "--out's suffix, else mp4")
     p.add_argument("--num", type=int, default=1, help="number of samples (default 1)")
     p.add_argument("--seed", type=int, default=None, help="seed of sample 0; sample i uses seed+i")
     p.add_argument("--frames", type=int, default=None, help="output frames (default: frames_ratio x input)")
@@ -97,7 +104,7 @@ def run(args) -> int:
     from ..config import dump_toml, load_config
     from ..inference import InferenceContext
     from ..patchnn import config as pcfg
-    from ..video import to_tensor, write_video
+    from ..video import output_paths, to_tensor, write_video
 
     analogy_mode = bool(args.content or args.sketch)
     if analogy_mode:
@@ -125,11 +132,10 @@ def run(args) -> int:
     pc = cfg.patchnn
     seed0 = pc.sample_seed if args.seed is None else args.seed
 
-    out = Path(args.out)
-    names = [f"sample_{i:03d}.mp4" for i in range(args.num)]
-    existing = [n for n in names if (out / n).exists()]
+    outputs = output_paths(args.out, args.num, args.format)
+    existing = [p for p in outputs.videos if p.exists()]
     if existing and not args.overwrite:
-        raise HpgenError(f"{out / existing[0]} already exists (use --overwrite to replace samples)")
+        raise HpgenError(f"{existing[0]} already exists (use --overwrite to replace samples)")
 
     ctx = InferenceContext.create(args.device)
     dev = ctx.device
@@ -188,22 +194,22 @@ def run(args) -> int:
                                 progress=f"sample seed {seed}")
 
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.toml").write_text(dump_toml(cfg))
+        outputs.folder.mkdir(parents=True, exist_ok=True)
+        outputs.config.write_text(dump_toml(cfg))
     for i in ctx.share(range(args.num)):
         y = make(seed0 + i)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        path = write_video(out / names[i], y, fps=args.fps or fps)
+        path = write_video(outputs.videos[i], y, fps=args.fps or fps)
         print(f"wrote {path}  ({y.shape[1]}x{y.shape[2]}x{y.shape[3]} frames x height x width)")
     ctx.wait()
     # A sheet where samples line up with their input: not for retargeting (a new size and
     # aspect that the sheet would squash back) nor analogies (two inputs).
-    if ctx.is_main and not (analogy_mode or args.retarget):
+    if ctx.is_main and not (analogy_mode or args.retarget or outputs.format == "png"):
         from ..contact_sheet import write_samples_sheet
 
         try:
-            print(f"wrote {write_samples_sheet(out / 'contact_sheet.png', [out / n for n in names], x)}")
+            print(f"wrote {write_samples_sheet(outputs.contact_sheet, outputs.videos, x)}")
         except HpgenError as e:  # the samples are written; a sheet that cannot be drawn costs a warning
             print(f"hpgen: warning: no contact sheet: {e}", file=sys.stderr)
     return 0

@@ -1,7 +1,9 @@
-"""hpgen sample RUN_DIR --num N --out DIR [--seed S] [--frames T] [--height H --width W] [--tile PX]
+"""hpgen sample RUN_DIR --num N --out DIR [--format mp4|gif|png] [--seed S] [--frames T] [--height H --width W]
+[--tile PX]
 
-Writes DIR/sample_000.mp4, ... and DIR/contact_sheet.png (the run's finest real video
-on top, then one row per sample), and prints their paths."""
+Writes DIR/sample_000.mp4, ... (or .gif, or .png strips; ``--out fake.gif`` writes fake.gif,
+or fake_000.gif, ... for several) and a contact sheet (the run's finest real video on top,
+then one row per sample; not for png strips), and prints their paths."""
 from __future__ import annotations
 
 import re
@@ -9,6 +11,8 @@ import sys
 from pathlib import Path
 
 from ..errors import HpgenError
+
+FORMATS = ("mp4", "gif", "png")  # hpgen.video.FORMATS, without importing torch to build the parser
 
 
 def register(sub) -> None:
@@ -18,7 +22,12 @@ def register(sub) -> None:
                                    "Under `accelerate launch` the samples are shared between processes.")
     p.add_argument("run_dir")
     p.add_argument("--num", type=int, default=4, help="number of samples")
-    p.add_argument("--out", required=True, help="output directory for sample_000.mp4, ... and contact_sheet.png")
+    p.add_argument("--out", required=True,
+                   help="output directory for sample_000.mp4, ... and contact_sheet.png; or a file name such as "
+                        "fake.gif, whose suffix sets the format (several samples: fake_000.gif, ...)")
+    p.add_argument("--format", default=None, metavar="|".join(FORMATS),
+                   help="mp4 (H.264 yuv420p, the default), gif, or png (a strip of the frames); default: from "
+                        "--out's suffix, else mp4")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, help="frames of the output (default: as trained)")
     p.add_argument("--height", type=int, help="output height (default: as trained)")
@@ -47,18 +56,19 @@ def run(args) -> int:
 
     from ..contact_sheet import write_samples_sheet
     from ..sampling import sample_run
+    from ..video import output_paths
 
+    outputs = output_paths(args.out, args.num, args.format)  # checks --format before any work
     paths = sample_run(args.run_dir, args.num, args.out, seed=args.seed, frames=args.frames,
                        height=args.height, width=args.width, device=args.device, overwrite=args.overwrite,
-                       tile=args.tile)
+                       tile=args.tile, fmt=args.format)
     for p in paths:
         print(p)
     # sample_run returns this process's files and waits for the others; the main process
-    # draws the sheet of all of them (sample_run's file names).
-    if args.num > 0 and PartialState().is_main_process:
-        every = [Path(args.out) / f"sample_{i:03d}.mp4" for i in range(args.num)]
+    # draws the sheet of all of them (output_paths names them). A png strip is a sheet row already.
+    if outputs.format != "png" and PartialState().is_main_process:
         try:
-            print(write_samples_sheet(Path(args.out) / "contact_sheet.png", every, finest_real(args.run_dir)))
+            print(write_samples_sheet(outputs.contact_sheet, outputs.videos, finest_real(args.run_dir)))
         except HpgenError as e:  # the samples are written; a sheet that cannot be drawn costs a warning
             print(f"hpgen: warning: no contact sheet: {e}", file=sys.stderr)
     return 0

@@ -1,7 +1,6 @@
 """hpgen train --config PRESET [--video PATH] [--out RUN_DIR] [key=value ...]"""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from ..config import Config, describe, load_config
@@ -18,13 +17,15 @@ def add_arguments(p) -> None:
     p.add_argument("--config", help="TOML preset, e.g. configs/hpvaegan/demo.toml")
     p.add_argument("--video", help="input video (overrides data.video)")
     p.add_argument("--out", help="run directory (default: runs/<video>-<preset>)")
-    p.add_argument("--resume", dest="resume", action="store_true", default=True,
-                   help="resume from the run directory's newest checkpoint (the default)")
     p.add_argument("--no-resume", dest="resume", action="store_false",
-                   help="refuse to reuse checkpoints; start from scratch")
+                   help="ignore the run directory's checkpoints and start from scratch (resuming from the "
+                        "newest one is the default)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and pyramid, then exit")
     p.add_argument("--help-config", action="store_true", help="list every config key with its help")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars (for logs)")
+    p.add_argument("--no-memory-check", action="store_true",
+                   help="train even if the estimated peak memory of the largest scale exceeds the device's free "
+                        "memory (checked before decoding; hpgen/memory.py)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
 
@@ -56,9 +57,7 @@ def run(args) -> int:
     if args.dry_run:
         print(dry_run(cfg))
         return 0
-    result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    result = train(cfg, out, resume=args.resume, progress=not args.no_progress,
+                   memory_check=not args.no_memory_check)
     return 0 if result.name == "generator.pt" else INTERRUPTED
 
-
-if __name__ == "__main__":
-    sys.exit(run(None))

@@ -15,6 +15,7 @@ Real-video features are computed once per evaluator and reused for every fake.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -138,16 +139,19 @@ class Evaluator:
             self._bidir = BidirectionalReference(self.real, self.bidir_height)
         return self._bidir
 
-    def _features(self, video: torch.Tensor) -> dict:
+    def _features(self, video: torch.Tensor, keys: Sequence[str] | None = None) -> dict:
+        """Backbone features of ``video`` for the metrics (or only ``keys``: conv_4/conv_2
+        Inception layers, i3d, c3d)."""
         from .sifid import inception_features
 
         f = {}
+        want = lambda k: keys is None or k in keys  # noqa: E731
         layers = [lay for m, lay in (("sifid", "conv_4"), ("sifid64", "conv_2")) if m in self.metrics]
-        if layers:
-            f.update(inception_features(video, tuple(layers)))
-        if "svfid" in self.metrics:
+        if layers and any(want(lay) for lay in layers):
+            f.update(inception_features(video, tuple(layers)))  # both layers from one pass
+        if "svfid" in self.metrics and want("i3d"):
             f["i3d"] = self.i3d.features(video)
-        if "svfid_c3d" in self.metrics:
+        if "svfid_c3d" in self.metrics and want("c3d"):
             f["c3d"] = self.c3d.features(video)
         return f
 
@@ -156,8 +160,10 @@ class Evaluator:
             self._real_cache.update(self._features(self.real))
         return self._real_cache
 
-    def pair_metrics(self, fake: torch.Tensor) -> dict[str, float]:
-        """Pair metrics of one fake, already resized to the real's shape."""
+    def pair_metrics(self, fake: torch.Tensor, on_metric: Callable[[str, bool], None] | None = None
+                     ) -> dict[str, float]:
+        """Pair metrics of one fake, already resized to the real's shape, one metric at a time
+        (``on_metric(name, finished)`` before and after each: the progress bar of ``evaluate``)."""
         from .copy_check import max_psnr
         from .nnf import nnfdiv
         from .sifid import sifid_from_features
@@ -166,25 +172,38 @@ class Evaluator:
         fake = fake.detach().float().to(self.device)
         if fake.shape != self.real.shape:
             raise ValueError("call prepare_fake first: the fake must have the real's shape")
-        fr, ff = self.real_features(), self._features(fake)
-        out = {}
-        if set(BIDIRECTIONAL) & set(self.metrics):
-            bidir = self.bidirectional_reference().score(fake)  # both from one search
+        ff: dict = {}
+
+        def fid(key: str) -> float:
+            if key not in ff:
+                ff.update(self._features(fake, [key]))
+            return svfid_from_features(self.real_features()[key], ff[key]) if key in ("i3d", "c3d") else \
+                sifid_from_features(self.real_features()[key], ff[key])
+
+        out, bidir = {}, None
         for m in self.metrics:
+            if REGISTRY[m].kind != "pair":
+                continue
+            if on_metric is not None:
+                on_metric(m, False)
             if m in BIDIRECTIONAL:
+                if bidir is None:
+                    bidir = self.bidirectional_reference().score(fake)  # both from one search
                 out[m] = bidir[m]
             elif m == "sifid":
-                out[m] = sifid_from_features(fr["conv_4"], ff["conv_4"])
+                out[m] = fid("conv_4")
             elif m == "sifid64":
-                out[m] = sifid_from_features(fr["conv_2"], ff["conv_2"])
+                out[m] = fid("conv_2")
             elif m == "svfid":
-                out[m] = svfid_from_features(fr["i3d"], ff["i3d"])
+                out[m] = fid("i3d")
             elif m == "svfid_c3d":
-                out[m] = svfid_from_features(fr["c3d"], ff["c3d"])
+                out[m] = fid("c3d")
             elif m == "nnfdiv":
                 out[m] = nnfdiv(self.real, fake, short_side=self.nnf_short_side)
             elif m == "max_psnr":
                 out[m] = max_psnr(self.real, fake)
+            if on_metric is not None:
+                on_metric(m, True)
         return out
 
     def set_metrics(self, fakes: Sequence[torch.Tensor]) -> dict[str, float | None]:
@@ -202,18 +221,34 @@ class Evaluator:
             out[m] = fns[m](self.real, stack)
         return out
 
-    def evaluate(self, fakes: Sequence[torch.Tensor], names: Sequence[str] | None = None) -> dict:
-        """Full report: settings, per-fake pair metrics, summary (mean/std/n) and set metrics."""
+    def evaluate(self, fakes: Sequence[torch.Tensor], names: Sequence[str] | None = None,
+                 progress: bool = False) -> dict:
+        """Full report: settings, per-fake pair metrics, summary (mean/std/n) and set metrics.
+        ``progress``: a tqdm bar on stderr that advances per fake and metric and names both."""
+        from tqdm import tqdm
+
         names = list(names) if names else [f"fake{i}" for i in range(len(fakes))]
+        pair = [m for m in self.metrics if REGISTRY[m].kind == "pair"]
+        sets_wanted = [m for m in self.metrics if REGISTRY[m].kind == "set"]
+        bar = tqdm(total=len(fakes) * len(pair) + (1 if sets_wanted else 0), desc="eval", unit="metric",
+                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
         prepared, per_fake = [], []
-        for name, f in zip(names, fakes):
+        for i, (name, f) in enumerate(zip(names, fakes)):
             v, note = prepare_fake(f.to(self.device), self.real.shape[1:])
             prepared.append(v)
             row = {"name": name, "input_thw": list(f.shape[-3:])}
             if note:
                 row["resized"] = note
-            row.update(self.pair_metrics(v))
+            short = name.replace("\\", "/").rsplit("/", 1)[-1]
+            bar.set_description(f"eval fake {i + 1}/{len(fakes)} {short}")
+            row.update(self.pair_metrics(v, on_metric=lambda m, done: bar.update(1) if done else
+                                         bar.set_postfix_str(m)))
             per_fake.append(row)
+        if sets_wanted:
+            bar.set_description(f"eval set metrics ({', '.join(sets_wanted)})")
+        sets = self.set_metrics(prepared)
+        bar.update(1 if sets_wanted else 0)
+        bar.close()
         summary = {}
         for m in self.metrics:
             if REGISTRY[m].kind == "pair":
@@ -221,7 +256,6 @@ class Evaluator:
                 mean = sum(vals) / len(vals)
                 std = math.sqrt(sum((x - mean) ** 2 for x in vals) / len(vals)) if len(vals) > 1 else 0.0
                 summary[m] = {"mean": mean, "std": std, "n": len(vals)}
-        sets = self.set_metrics(prepared)
         for m, v in sets.items():
             summary[m] = {"value": v, "n": len(prepared)} if v is not None else \
                 {"value": None, "n": len(prepared), "note": "needs at least 2 fakes"}
