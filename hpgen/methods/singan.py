@@ -39,6 +39,7 @@ import torch
 
 from .. import losses
 from ..errors import HpgenError
+from ..models.input_grad import has_rule
 from ..models.singan import SinGANCritics, SinGANStack
 from ..pyramid import ScaleShape, resize
 from .base import ScaleState
@@ -254,7 +255,11 @@ class SinGANMethod:
         """Eq. 3-4 for the critics, summed over the step's clips: image WGAN-GP + alpha * video
         WGAN-GP, each with its own gradient penalty."""
         gp_weight = self.tr.gp_weight_at(st.step * self.tr.critic_steps + phase)  # lazy GP (train.gp_every)
+        # The explicit penalty where it has a rule for every layer, autograd otherwise (a critic
+        # whose BatchNorm statistics span the data-parallel ranks).
         explicit = self.tr.gp_method == "explicit"
+        vid_explicit = explicit and self.w_vid and has_rule(critic.video.body)
+        img_explicit = explicit and self.w_img and has_rule(critic.image.body)
         critic.requires_grad_(True)  # the generator phase froze it
         if not st.pipe.owns(st.n):
             return None, {}
@@ -267,7 +272,7 @@ class SinGANMethod:
         if self.w_vid:
             lv, s = losses.wgan_critic(critic.video, real, fake[:, :, ::f], gp_weight, eps_vid,
                                        gp_norm=self.tr.gp_norm,
-                                       input_grad=critic.video.input_gradient if explicit else None)
+                                       input_grad=critic.video.input_gradient if vid_explicit else None)
             loss = loss + self.w_vid * clips * lv
             stats.update({f"vid_{k}": v for k, v in s.items()})
         if self.w_img:
@@ -275,7 +280,7 @@ class SinGANMethod:
             # penalty's interpolates pair each fake frame with a real one.
             li, s = losses.wgan_critic(critic.frames, real.repeat_interleave(f, dim=2), fake, gp_weight,
                                        eps_img, gp_norm=self.tr.gp_norm,
-                                       input_grad=critic.frames_input_gradient if explicit else None)
+                                       input_grad=critic.frames_input_gradient if img_explicit else None)
             loss = loss + self.w_img * clips * li
             stats.update({f"img_{k}": v for k, v in s.items()})
         stats["wdist"] = stats.get("vid_wdist", stats.get("img_wdist"))

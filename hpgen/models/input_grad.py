@@ -42,6 +42,14 @@ def leaf_layers(module: nn.Module) -> list[nn.Module]:
     return [module]
 
 
+def has_rule(body: nn.Module) -> bool:
+    """True if ``input_gradient`` has a rule for every layer of ``body``. A BatchNorm subclass
+    (such as the engine's cross-rank BatchNorm under data parallelism, whose statistics, and so
+    whose gradient, span every rank) has none: callers fall back to autograd there."""
+    return all(isinstance(m, _CONVS + _NORMS + (nn.LeakyReLU, nn.Identity)) and
+               (not isinstance(m, _NORMS) or type(m) in _NORMS) for m in leaf_layers(body))
+
+
 def uses_batch_statistics(module: nn.Module) -> bool:
     """True if a BatchNorm in ``module`` normalises with the statistics of the batch at hand,
     so that a sample's score depends on the other samples of its batch."""
@@ -77,7 +85,7 @@ def input_gradient(body: nn.Module, x: torch.Tensor) -> torch.Tensor:
     BatchNorm in training mode updates its running statistics once, as one forward would."""
     layers = leaf_layers(body)
     for m in layers:
-        if not isinstance(m, _CONVS + _NORMS + (nn.LeakyReLU, nn.Identity)):
+        if not has_rule(m):
             raise NotImplementedError(f"explicit input gradient: no rule for {type(m).__name__}; "
                                       "use train.gp_method = \"autograd\"")
     # Weights read once, with their graph (spectral norm's power iteration runs here).
