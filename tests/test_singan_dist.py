@@ -176,7 +176,8 @@ def test_too_few_clips_for_the_replicas_is_a_one_line_error(tmp_path):
     assert ("1 clip(s) of 4 frames, but 2 data-parallel replica(s) x 1 clip(s) per step (data.clips_per_step) "
             "need 2 clips (8 frames)") in lines[0]
     # Each rank says it in one line and exits 2; no hpgen traceback (torchrun prints its own
-    # summary of the failed workers).
-    assert len(lines) == 2 and f"File \"{REPO}/hpgen" not in proc.stderr
+    # summary of the failed workers). torchrun stops the other worker as soon as one fails, so
+    # under load the second rank's line may never be printed: one or two identical lines.
+    assert 1 <= len(lines) <= 2 and len(set(lines)) == 1 and f"File \"{REPO}/hpgen" not in proc.stderr
     assert "exitcode  : 2" in proc.stderr
     assert not (tmp_path / "run").exists()  # refused before anything is written
