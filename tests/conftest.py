@@ -91,6 +91,28 @@ def clean_env(**extra) -> dict:
     return env
 
 
+def free_port() -> int:
+    """A free TCP port on localhost, for a launcher's --master_port."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (a launcher's workers), from /proc."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 def run_hpgen(*args: str, cwd: Path = REPO, timeout: int = 900, env: dict | None = None,
               check: bool = False) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess (the way a user does)."""

@@ -5,11 +5,9 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,18 +17,12 @@ from hpgen import losses
 from hpgen.models import HPVAEGAN, PatchCritic
 from hpgen.pyramid import ScaleShape
 
-from conftest import BUNDLED, REPO, clean_env, run_hpgen
+from conftest import BUNDLED, REPO, child_pids, clean_env, free_port, run_hpgen
 
 TINY = ["--video", str(BUNDLED), "data.max_clips=2", "pyramid.num_scales=4", "pyramid.min_height=12",
         "pyramid.max_height=20", "pyramid.scale_factor=1.3", "pyramid.rates=[1,2]", "model.channels=8",
         "model.latent_channels=8", "train.vae_scales=2", "train.iters_per_scale=6", "train.checkpoint_every=0",
         "train.log_every=1", "train.critic_steps=2", "train.generator_steps=1", "train.seed=3"]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env():
@@ -49,7 +41,7 @@ def one_and_two_ranks(tmp_path_factory):
                         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert p1.returncode == 0, p1.stdout[-2000:] + p1.stderr[-2000:]
     deepspeed = [sys.executable, "-m", "deepspeed.launcher.runner"]
-    p2 = subprocess.run([*deepspeed, "--num_gpus", "2", "--master_port", str(_free_port()), "launchers/train.py",
+    p2 = subprocess.run([*deepspeed, "--num_gpus", "2", "--master_port", str(free_port()), "launchers/train.py",
                          "--out", str(two), "--no-progress", *TINY],
                         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
     assert p2.returncode == 0, p2.stdout[-3000:] + p2.stderr[-3000:]
@@ -185,18 +177,6 @@ def test_micro_batched_pipeline_with_balanced_placement_matches_one_rank(tmp_pat
     _assert_same_run(tmp_path / "one", tmp_path / "p2")
 
 
-def _children(pid):
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.dist
 def test_two_rank_pipeline_interrupted_by_sigusr1_resumes_to_the_same_weights(tmp_path):
@@ -213,7 +193,7 @@ def test_two_rank_pipeline_interrupted_by_sigusr1_resumes_to_the_same_weights(tm
         assert time.time() < deadline
         time.sleep(0.02)
     assert proc.poll() is None, proc.stdout.read()
-    workers = _children(proc.pid)
+    workers = child_pids(proc.pid)
     assert len(workers) == 2
     os.kill(max(workers), signal.SIGUSR1)  # one rank sees the pre-emption signal; all must stop together
     out, _ = proc.communicate(timeout=600)

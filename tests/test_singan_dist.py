@@ -18,7 +18,7 @@ import time
 import pytest
 import torch
 
-from conftest import BUNDLED, REPO, clean_env
+from conftest import BUNDLED, REPO, child_pids, clean_env, free_port
 
 GIF = REPO / "configs" / "singan_gif" / "demo.toml"
 TINY = ["--config", str(GIF), "--video", str(BUNDLED), "--no-progress", "pyramid.num_scales=3",
@@ -30,14 +30,6 @@ PIPE = ["dist.pipeline_stages=2", "dist.stage_starts=[2]"]  # the hybrid scale a
 
 def _env():
     return clean_env(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu", PYTHONPATH=str(REPO))
-
-
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(cmd, timeout=900):
@@ -64,7 +56,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("singan_dp")
     _run([sys.executable, "launchers/train.py", "--out", str(root / "one"), *TINY, "data.clips_per_step=2"])
     two = _run([sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
-                str(_free_port()), "launchers/train.py", "--out", str(root / "two"), *TINY, "data.clips_per_step=1"])
+                str(free_port()), "launchers/train.py", "--out", str(root / "two"), *TINY, "data.clips_per_step=1"])
     assert "cpu x2" in two.stdout and "1 per replica per step" in two.stdout
     p2 = _torchrun(2, root / "p2", *PIPE, "data.clips_per_step=2")
     assert "stage 0: scales 0-1" in p2.stdout and "stage 1: scales 2-2" in p2.stdout
@@ -120,20 +112,6 @@ def test_two_stages_times_two_replicas_on_four_ranks_match_one_rank(runs):
     assert {f"peak_gib/rank{r}" for r in range(4)} <= set(rows[-1])
 
 
-def _children(pid):
-    from pathlib import Path
-
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.dist
 def test_two_rank_run_stopped_by_sigusr1_mid_scale_resumes_to_the_same_weights(tmp_path):
@@ -149,7 +127,7 @@ def test_two_rank_run_stopped_by_sigusr1_mid_scale_resumes_to_the_same_weights(t
         assert time.time() < deadline
         time.sleep(0.02)
     assert proc.poll() is None, proc.stdout.read()
-    workers = _children(proc.pid)
+    workers = child_pids(proc.pid)
     assert len(workers) == 2
     os.kill(max(workers), signal.SIGUSR1)  # one rank is signalled; both stop together
     out, _ = proc.communicate(timeout=600)
