@@ -92,8 +92,11 @@ class TrainConfig:
     beta_kl: float = _f(0.1, "beta_vae: weight of the KL term (Eq. 8)")
     beta_adv: float = _f(0.1, "beta_adv: weight of the adversarial term (Eq. 11)")
     gp_weight: float = _f(0.1, "lambda of the WGAN-GP gradient penalty (Eq. 10)")
-    gp_norm: str = _f("sample", "gradient-penalty norm: 'sample' (over the whole clip, WGAN-GP paper) or 'voxel' "
-                                "(over channels at each position, mean over positions; the authors' code)")
+    gp_norm: str = _f("voxel", "gradient-penalty norm: 'voxel' (over channels at each position, mean over "
+                               "positions; the released code of SinGAN, ConSinGAN and HP-VAE-GAN, whose patch critics "
+                               "score every position) or 'sample' (over the whole clip, as the WGAN-GP paper does for a "
+                               "critic with one score per sample; with a patch critic it flattens the critic: "
+                               "docs/BENCHMARKS.md)")
     gp_method: str = _f("explicit", "how the penalty's input gradient is computed: 'explicit' (the critic's chain rule "
                                     "with transposed convolutions and LeakyReLU masks, a first-order graph; "
                                     "models/input_grad.py) or 'autograd' (create_graph=True and a double backward); "
