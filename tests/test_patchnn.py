@@ -291,3 +291,21 @@ def test_completeness_weights_formula():
     d = torch.tensor([0.0, 4.0, 100.0])
     w = completeness_weights(d, alpha=0.01, patch_dim=100)  # alpha * dim = 1
     assert torch.allclose(w, torch.tensor([1.0, 0.2, 1 / 101]))
+
+
+def test_sync_time_leaves_no_levels_of_coarsest_frames_with_more_frames():
+    """Issue 12: a 75-frame clip reached the 15 px floor six levels before the 3-frame one,
+    and those 15x27 px levels turned the noisy start into a copy of the input. With
+    sync_time (default) time reaches its floor at the level where space does; a clip whose
+    floors already come together (13 frames) keeps its pyramid."""
+    from hpgen.patchnn import PatchNNConfig, pyramid_plan
+
+    old = PatchNNConfig(sync_time=False)
+    ins_old, _ = pyramid_plan((75, 144, 256), (75, 144, 256), old)
+    assert sum(1 for s in ins_old if s[1:] == ins_old[0][1:]) == 6  # (3..8) x 15 x 27
+    ins, outs = pyramid_plan((75, 144, 256), (75, 144, 256), PatchNNConfig())
+    assert ins[0] == (3, 15, 27) and ins[-1] == (75, 144, 256)
+    assert sum(1 for s in ins if s[1:] == ins[0][1:]) == 1
+    assert all(a[0] < b[0] for a, b in zip(ins, ins[1:]))
+    assert pyramid_plan((13, 144, 256), (13, 144, 256), PatchNNConfig())[0] == \
+        pyramid_plan((13, 144, 256), (13, 144, 256), old)[0]

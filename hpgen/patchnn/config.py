@@ -19,6 +19,7 @@ class PatchNNConfig:
     patch_size: list = _f([3, 7, 7], "space-time patch size (T, H, W); all odd or even, any positive")
     spatial_factor: float = _f(0.85, "height/width ratio between consecutive pyramid levels")
     temporal_factor: float = _f(0.85, "frame-count ratio between consecutive pyramid levels (1: no temporal pyramid)")
+    sync_time: bool = _f(True, "when time needs more pyramid levels than space to reach its floor, shrink time faster (factor (min_frames / frames)^(1 / spatial levels)) so that it reaches its floor at the same level as space, and no level has the coarsest frame size with more than min_frames frames. Issue 12: with a 75-frame clip and factor 0.85, six levels of 15x27 px frames sat between the coarsest and the first larger one, and their EM iterations turned the noisy start into an exact copy of the input (75 frames in and out, 75x72x128: 2 of 3 samples with noise 2, 1 of 3 with the reference code's noise 5 per voxel); a 13-frame clip, whose time and space floors come together, never did")
     min_size: int = _f(15, "shorter frame side at the coarsest level")
     min_frames: int = _f(3, "frames at the coarsest level (raised to the temporal patch size if smaller)")
     max_levels: int = _f(0, "keep at most this many of the finest levels (0: all)")
@@ -29,8 +30,10 @@ class PatchNNConfig:
     voting: str = _f("median", "how overlapping patches are folded into pixels: median or mean")
     noise_std: float = _f(2.0, "std of the noise added to the coarsest initial guess (video values lie in [-1, 1]; below ~1.5 the output mostly reproduces the input, the reference code uses 5 per voxel, which lost the object of tests/test_patchnn_objects.py in frames 0-4 of a sample even with completeness on)")
     noise_per_voxel: bool = _f(False, "draw the coarsest noise independently for every voxel, as the reference code does (run_generation.py: torch.randn_like(q0)); false (default): one draw per spatial position replicated along time, as the paper's text says (Sec. 2: keeps motion coherent; issue 12 measured that per-voxel noise lets a moving object vanish from frames)")
-    completeness: bool = _f(False, "GPNN's completeness normalisation (Granot et al., Drop the GAN, CVPR 2022): divide each query-to-key distance by alpha + the key's distance to its nearest query patch, so rare input patches (objects) are not lost; one extra reverse search per EM iteration. Not in the VGPNN paper; the VGPNN reference code has it off (reconstruct_qkv(bidi=False, alpha=None)). Issue 12: without it a moving object was lost from frames of a sample (tests/test_patchnn_objects.py). Off by default: at the input's full length it made 2 of 3 airballoons samples exact copies of the input and raised SIFID 3.9x on the lake clip (docs/BENCHMARKS.md), and a copy is a worse failure than a lost object")
+    completeness: bool = _f(True, "GPNN's completeness normalisation (Granot et al., Drop the GAN, CVPR 2022): divide each query-to-key distance by alpha + the key's distance to its nearest query patch, so rare input patches (objects) are not lost; one extra reverse search per EM iteration. Not in the VGPNN paper; the VGPNN reference code has it off (reconstruct_qkv(bidi=False, alpha=None)). Issue 12: without it a moving object was lost from frames of a sample (tests/test_patchnn_objects.py). At the input's full length it can converge to a copy of the input; sync_time and copy_retries guard against that (docs/BENCHMARKS.md)")
     alpha: float = _f(0.005, "alpha of that normalisation, as a mean squared difference per patch value in [-1, 1] (smaller: stronger pull towards unused input patches). 0.005 is GPNN's default (iyttor/GPNN model/parser.py --alpha; there on unsquared distances of [0, 1] patches); measured here: 0.05 lost the quality gain (docs/BENCHMARKS.md)")
+    copy_retries: int = _f(3, "generation with noise: when after some pyramid level the output is the input itself at that level (mean absolute difference below copy_eps, possible only when the output has the input's size), start again from the coarsest level with a new noise draw, at most this many times (0: never). Issue 12: at the input's full length, EM with the completeness normalisation can converge to the identity (1 of 3 75-frame airballoons samples was an exact copy); it shows at the coarse levels, so a retry costs little")
+    copy_eps: float = _f(0.01, "that threshold, a mean absolute difference in [-1, 1] units (a sample that is not a copy is above ~0.03 at every level)")
     frames_ratio: float = _f(0.75, "output frames / input frames when --frames is not given (<1 adds temporal diversity)")
     pm_iters: int = _f(20, "PatchMatch iterations from a random field (default of patchmatch())")
     pm_iters_warm: int = _f(2, "PatchMatch iterations when the field is warm-started (previous EM step or level)")
@@ -86,6 +89,8 @@ def validate_patchnn(cfg: PatchNNConfig) -> PatchNNConfig:
         raise HpgenError("patchnn.frames_ratio must be > 0")
     if cfg.alpha <= 0:
         raise HpgenError("patchnn.alpha must be > 0")
+    if cfg.copy_retries < 0 or cfg.copy_eps < 0:
+        raise HpgenError("patchnn.copy_retries and copy_eps must be >= 0")
     if cfg.noise_std < 0:
         raise HpgenError("patchnn.noise_std must be >= 0")
     if cfg.min_size < 1 or cfg.min_frames < 1:

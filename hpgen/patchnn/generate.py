@@ -16,9 +16,17 @@ Each level runs a few EM iterations; from the second one on the output is sharp,
 the key becomes x_n itself (as in the reference code). The nearest-neighbour field is
 carried between EM iterations and up-sampled between levels, so PatchMatch starts
 from a near-converged field and needs only ``pm_iters_warm`` iterations.
+
+Two guards against samples that are the input itself (issue 12): ``sync_time`` makes time
+reach its floor at the same level as space (otherwise a long clip has several levels of
+15 px frames whose EM steps turn the noisy start into the input), and ``generate`` draws
+the noise again (``copy_retries``) when a level's output equals the input at that level,
+which GPNN's completeness normalisation converges to when the output is as long as the
+input.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -115,8 +123,11 @@ def _em_iters(cfg: PatchNNConfig, n: int, thw: Sequence[int]) -> int:
 
 def coarse_to_fine(levels: Sequence[Level], q0: torch.Tensor, cfg: PatchNNConfig, *,
                    generator: torch.Generator | None = None,
-                   on_level: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Run VPNN layers from ``levels[0]`` (coarsest, initial full query ``q0``) to the finest."""
+                   on_level: Callable[[int, int], None] | None = None,
+                   accept: Callable[[int, torch.Tensor], bool] | None = None) -> torch.Tensor | None:
+    """Run VPNN layers from ``levels[0]`` (coarsest, initial full query ``q0``) to the finest.
+    ``accept(n, y)``, if given, sees the output of every level and may stop the run
+    (returns None) by answering False."""
     ps = tuple(cfg.patch_size)
     y = None
     nnf = rev = prev_q_valid = prev_k_valid = None
@@ -175,6 +186,8 @@ def coarse_to_fine(levels: Sequence[Level], q0: torch.Tensor, cfg: PatchNNConfig
             q = y if lv.q_aux is None else torch.cat((lv.q_aux, y), 0)
         if on_level is not None:
             on_level(n, len(levels))
+        if accept is not None and not accept(n, y):
+            return None
     return y
 
 
@@ -191,6 +204,24 @@ def _check_video(video: torch.Tensor, ps: Sequence[int], what: str = "input") ->
         raise HpgenError(f"the {what} frames are {h}x{w}, smaller than the {ps[1]}x{ps[2]} patch")
 
 
+def _temporal_factor(in_thw: Sequence[int], cfg: PatchNNConfig) -> float:
+    """``cfg.temporal_factor``, or with ``cfg.sync_time`` the faster factor that brings time
+    to its floor at the level where space reaches its own (never a slower one)."""
+    tf = float(cfg.temporal_factor)
+    if not cfg.sync_time or tf >= 1.0:
+        return tf
+    ps = [int(p) for p in cfg.patch_size]
+    t, short = int(in_thw[0]), min(int(in_thw[1]), int(in_thw[2]))
+    min_t, min_hw = max(cfg.min_frames, ps[0]), max(cfg.min_size, ps[1], ps[2])
+    if t <= min_t or short <= min_hw:
+        return tf
+    n_space = math.ceil(math.log(min_hw / short) / math.log(cfg.spatial_factor) - 1e-9)
+    n_time = math.ceil(math.log(min_t / t) / math.log(tf) - 1e-9)
+    if n_time <= n_space:
+        return tf
+    return (min_t / t) ** (1.0 / n_space)
+
+
 def pyramid_plan(in_thw: Sequence[int], out_thw: Sequence[int], cfg: PatchNNConfig
                  ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
     """Input and output level shapes (coarsest first). Floors are raised to the patch size
@@ -200,7 +231,7 @@ def pyramid_plan(in_thw: Sequence[int], out_thw: Sequence[int], cfg: PatchNNConf
     if any(o < p for o, p in zip(out_thw, ps)):
         raise HpgenError(f"output size {out_thw[0]}x{out_thw[1]}x{out_thw[2]} (frames x height x width) is "
                          f"smaller than the {ps[0]}x{ps[1]}x{ps[2]} patch")
-    ins = geometric_shapes(in_thw, spatial_factor=cfg.spatial_factor, temporal_factor=cfg.temporal_factor,
+    ins = geometric_shapes(in_thw, spatial_factor=cfg.spatial_factor, temporal_factor=_temporal_factor(in_thw, cfg),
                            min_hw=max(cfg.min_size, ps[1], ps[2]), min_frames=max(cfg.min_frames, ps[0]),
                            max_levels=cfg.max_levels)
     # geometric_shapes floors the shorter side only; keep the other side >= its patch too.
@@ -254,16 +285,28 @@ def generate(video: torch.Tensor, cfg: PatchNNConfig | None = None, *, out_shape
     for n, (s, o) in enumerate(zip(ins, outs)):
         k_first = xs[n] if n == 0 else resize(xs[n - 1], s)
         levels.append(Level(v=xs[n], k_first=k_first, k_rest=xs[n], out_thw=o))
-    q0 = resize(xs[0], outs[0])
-    if noise and cfg.noise_std > 0:
-        c, _, h, w = q0.shape
-        z = torch.randn((c, 1, h, w), device=video.device, dtype=video.dtype, generator=gen)
-        if cfg.noise_per_voxel:
-            z = torch.randn(q0.shape, device=video.device, dtype=video.dtype, generator=gen)
-        q0 = q0 + cfg.noise_std * z  # same noise in every frame (paper Sec. 2) unless per voxel
+    noisy = noise and cfg.noise_std > 0
     bar, cb = _progress(progress, len(levels))
     try:
-        return coarse_to_fine(levels, q0, cfg, generator=gen, on_level=cb)
+        for attempt in range(cfg.copy_retries + 1 if noisy else 1):
+            q0 = resize(xs[0], outs[0])
+            if noisy:
+                c, _, h, w = q0.shape
+                z = torch.randn((c, 1, h, w), device=video.device, dtype=video.dtype, generator=gen)
+                if cfg.noise_per_voxel:
+                    z = torch.randn(q0.shape, device=video.device, dtype=video.dtype, generator=gen)
+                q0 = q0 + cfg.noise_std * z  # same noise in every frame (paper Sec. 2) unless per voxel
+            last = not noisy or attempt == cfg.copy_retries
+
+            def accept(n: int, y: torch.Tensor) -> bool:
+                # A copy of the input (possible only at its size) is not a sample: draw again.
+                return last or y.shape != xs[n].shape or float((y - xs[n]).abs().mean()) >= cfg.copy_eps
+
+            y = coarse_to_fine(levels, q0, cfg, generator=gen, on_level=cb, accept=accept)
+            if y is not None:
+                return y
+            if bar is not None:
+                bar.reset()
     finally:
         if bar is not None:
             bar.close()
