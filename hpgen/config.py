@@ -77,6 +77,9 @@ class ModelConfig:
                                     "'running' (averages kept in training; PyTorch eval mode) or 'batch' (each "
                                     "batch's own, in the frozen prefix and at sampling; the authors' code, which "
                                     "never calls eval())")
+    output: str = _f("residual", "HP-VAE-GAN scales n >= 1: 'residual', up + tanh(G^n(up + z_n)) (Eq. 6/9 with G "
+                                 "ending in tanh), or 'tanh', tanh(up + G^n(up + z_n)) with a linear last conv (the "
+                                 "authors' code)")
 
 
 @dataclass
@@ -107,6 +110,8 @@ class TrainConfig:
     generator_steps: int = _f(3, "generator updates per iteration at GAN scales")
     grad_clip: float = _f(1.0, "clip each network's global gradient norm at this value (0: no clipping); 1.0 is "
                                "DeepSpeed's default, which every hpgen run had before this key existed")
+    grad_clip_critic: float = _f(-1.0, "the critic's gradient-norm clip (0: none; -1: train.grad_clip); the "
+                                       "HP-VAE-GAN code clips only the generator")
     noise_amp: float = _f(0.1, "z_n amplitude = noise_amp * RMSE(upsampled reconstruction, real) at each GAN scale")
     recon_weight: float = _f(1.0, "weight of the reconstruction term at GAN scales (Eq. 11 has 1)")
     crop_height: int = _f(0, "GAN scales train on random crops this many pixels high (0: full frames); the "
@@ -123,6 +128,12 @@ class TrainConfig:
     eval_samples: int = _f(4, "fixed-seed samples scored by eval_metrics at the end of every scale")
     keep_checkpoints: int = _f(2, "how many newest checkpoints to keep")
     device: str = _f("auto", "auto|cpu|cuda")
+
+    def clip_for(self, net: str) -> float:
+        """The gradient-norm clip of engine ``net`` ("g" or "d")."""
+        if net == "d" and self.grad_clip_critic != -1:
+            return self.grad_clip_critic
+        return self.grad_clip
 
     def iters(self, n: int) -> int:
         """Steps of scale n."""
@@ -301,12 +312,16 @@ def validate(cfg) -> None:
             raise HpgenError(f"pyramid.side must be 'shorter' or 'longer', not '{py.side}'")
         if cfg.model.norm_stats not in ("running", "batch"):
             raise HpgenError(f"model.norm_stats must be 'running' or 'batch', not '{cfg.model.norm_stats}'")
+        if cfg.model.output not in ("residual", "tanh"):
+            raise HpgenError(f"model.output must be 'residual' or 'tanh', not '{cfg.model.output}'")
         if tr.gp_norm not in ("sample", "voxel"):
             raise HpgenError(f"train.gp_norm must be 'sample' or 'voxel', not '{tr.gp_norm}'")
         if tr.gp_method not in ("explicit", "autograd"):
             raise HpgenError(f"train.gp_method must be 'explicit' or 'autograd', not '{tr.gp_method}'")
         if tr.grad_clip < 0:
             raise HpgenError("train.grad_clip must be >= 0 (0: no clipping)")
+        if tr.grad_clip_critic < 0 and tr.grad_clip_critic != -1:
+            raise HpgenError("train.grad_clip_critic must be >= 0 (0: no clipping) or -1 (train.grad_clip)")
         if tr.gp_every < 1:
             raise HpgenError("train.gp_every must be >= 1 (1: the penalty at every critic step)")
         if cfg.model.encoder_blocks < 0:

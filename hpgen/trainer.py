@@ -156,7 +156,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
             groups = method.param_groups(model, critic, n)
             engines = {name: eng.build_engine(critic if name == "d" else model, g, precision=precision,
                                               zero_stage=cfg.dist.zero_stage, betas=cfg.train.betas,
-                                              grad_clip=cfg.train.grad_clip)
+                                              grad_clip=cfg.train.clip_for(name))
                        for name, g in groups.items()}
             if pipe.pipelined:
                 for e in engines.values():

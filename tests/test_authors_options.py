@@ -88,3 +88,37 @@ def test_encoder_depth_is_its_own_key():
     assert len(convs) == 3  # spectrally normalised blocks before the mu/logvar heads
     dec = [mod for mod in m.decoder.modules() if isinstance(mod, torch.nn.Conv3d)]
     assert len(dec) == 7  # receptive field 15, as the authors' head + 5 blocks + tail
+
+
+@torch.no_grad()
+def test_tanh_output_is_tanh_of_the_sum():
+    torch.manual_seed(0)
+    m = HPVAEGAN(channels=8, latent_channels=4, num_blocks=3, vae_scales=1, output="tanh").eval()
+    m.grow()
+    assert not any(isinstance(mod, torch.nn.Tanh) for mod in m.generators[0].modules())  # linear last conv
+    assert any(isinstance(mod, torch.nn.Tanh) for mod in m.decoder.modules())  # G^0 still ends in tanh
+    for p in m.generators[0].parameters():
+        p.mul_(50)  # a residual large enough that up + G^1 leaves [-1, 1]
+    z = torch.randn(1, 4, 3, 8, 12)
+    x0, x1 = m.synthesize(z, _shapes(), noise=False, return_all=True)
+    from hpgen.pyramid import resize
+    up = resize(x0, _shapes()[1].thw)
+    assert torch.allclose(x1, torch.tanh(up + m.generators[0](up)), atol=1e-6)
+    assert x1.abs().max() <= 1 < (up + m.generators[0](up)).abs().max()  # bounded although the sum is not
+    r = HPVAEGAN(channels=8, latent_channels=4, num_blocks=3, vae_scales=1).eval()
+    r.grow()
+    assert isinstance(list(r.generators[0].modules())[-1], torch.nn.Tanh)  # the default: up + tanh(G)
+    with pytest.raises(HpgenError, match="unknown output"):
+        HPVAEGAN(output="sigmoid")
+    with pytest.raises(HpgenError, match="model.output"):
+        load_config(REPO / "configs" / "hpvaegan" / "tiny.toml", ["model.output=sigmoid"])
+
+
+def test_critic_gradient_clip_is_its_own_key():
+    tiny = REPO / "configs" / "hpvaegan" / "tiny.toml"
+    cfg = load_config(tiny, ["train.grad_clip=0.5"])
+    assert (cfg.train.clip_for("g"), cfg.train.clip_for("d")) == (0.5, 0.5)  # -1: the same as the generator
+    cfg = load_config(tiny, ["train.grad_clip=0.5", "train.grad_clip_critic=0"])
+    assert (cfg.train.clip_for("g"), cfg.train.clip_for("d")) == (0.5, 0.0)  # the authors: the critic unclipped
+    with pytest.raises(HpgenError, match="grad_clip_critic"):
+        load_config(tiny, ["train.grad_clip_critic=-2"])

@@ -51,7 +51,7 @@ class HPVAEGANMethod:
         m = self.cfg.model
         return dict(channels=m.channels, latent_channels=m.latent_channels, num_blocks=m.num_blocks,
                     kernel=m.kernel, dims=self.dims, vae_scales=self.tr.vae_scales,
-                    encoder_blocks=m.encoder_blocks, norm_stats=m.norm_stats)
+                    encoder_blocks=m.encoder_blocks, norm_stats=m.norm_stats, output=m.output)
 
     @classmethod
     def model_from_args(cls, args: dict, num_scales: int) -> HPVAEGAN:
@@ -199,7 +199,7 @@ class HPVAEGANMethod:
 
     def _random_fake(self, model: HPVAEGAN, st: ScaleState, i: int) -> torch.Tensor:
         up = st.cache["fake_up"]
-        return up + model.refine_upsampled(up, st.n, st.cache["zn"][i])
+        return model.combine(up, model.refine_upsampled(up, st.n, st.cache["zn"][i]))
 
     # -- phases ----------------------------------------------------------------
     def phases(self, model: HPVAEGAN, critic, st: ScaleState) -> list[Phase]:
@@ -269,7 +269,7 @@ class HPVAEGANMethod:
             return None, {}
         adv = losses.wgan_generator(critic, self._random_fake(model, st, i))
         up = st.cache["recon_in"]
-        rec = losses.reconstruction(up + model.refine_upsampled(up, st.n), st.cache["real"]) * st.sum_scale
+        rec = losses.reconstruction(model.combine(up, model.refine_upsampled(up, st.n)), st.cache["real"]) * st.sum_scale
         loss = self.tr.recon_weight * rec + self.tr.beta_adv * adv * st.mean_scale
         return loss, {"rec": rec.detach() / st.mean_scale, "adv": adv.detach(), "loss_g": loss.detach() / st.mean_scale}
 

@@ -14,12 +14,12 @@ from .blocks import conv_stack
 
 class ScaleGenerator(nn.Module):
     def __init__(self, in_channels: int = 3, channels: int = 64, out_channels: int = 3, num_blocks: int = 5,
-                 kernel: int = 3, dims: int = 3, norm_stats: str = "running"):
+                 kernel: int = 3, dims: int = 3, norm_stats: str = "running", last_act: str = "tanh"):
         super().__init__()
         # The last block has no BatchNorm: normalising the output would pin its statistics
         # to zero-mean/unit-variance before tanh and stop the residual from being small.
         self.body = conv_stack(in_channels, channels, out_channels, num_blocks, kernel,
-                               norm="batch", last_norm="none", last_act="tanh", dims=dims,
+                               norm="batch", last_norm="none", last_act=last_act, dims=dims,
                                norm_stats=norm_stats)
         # DCGAN/SinGAN initialisation, N(0, 0.02): a new residual generator then adds almost
         # nothing, so a new scale starts as plain up-sampling of the one below instead of

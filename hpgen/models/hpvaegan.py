@@ -20,15 +20,21 @@ from .generator import ScaleGenerator
 
 class HPVAEGAN(nn.Module):
     def __init__(self, channels: int = 64, latent_channels: int = 128, num_blocks: int = 5, kernel: int = 3,
-                 dims: int = 3, vae_scales: int = 4, encoder_blocks: int = 0, norm_stats: str = "running"):
+                 dims: int = 3, vae_scales: int = 4, encoder_blocks: int = 0, norm_stats: str = "running",
+                 output: str = "residual"):
         """``encoder_blocks``: conv blocks of E before its heads (0: ``num_blocks``).
         ``norm_stats``: "batch" makes every BatchNorm of the generators normalise with the
         statistics of the batch it sees, in training, in the frozen prefix and at sampling
         (a sample is normalised by its own statistics); "running" uses the running averages
-        outside training (PyTorch's eval mode)."""
+        outside training (PyTorch's eval mode). ``output``: how G^n (n >= 1) meets the
+        up-sampled input: "residual", up + tanh(G^n(.)) (Eq. 6 as written, G^n ending in tanh), or
+        "tanh", tanh(up + G^n(.)) with a linear last conv (the authors' code)."""
         super().__init__()
         self.dims, self.vae_scales, self.latent_channels = dims, vae_scales, latent_channels
         self.norm_stats = norm_stats
+        if output not in ("residual", "tanh"):
+            raise HpgenError(f"unknown output {output!r} (residual or tanh)")
+        self.output = output
         arch = dict(channels=channels, num_blocks=num_blocks, kernel=kernel, dims=dims)
         self._arch = arch
         self._gen_arch = dict(arch, norm_stats=norm_stats)
@@ -46,7 +52,7 @@ class HPVAEGAN(nn.Module):
     def grow(self) -> None:
         """Add G^n initialised from G^{n-1} (G^1 is new: G^0 decodes latents, not RGB)."""
         if len(self.generators) == 0:
-            g = ScaleGenerator(3, **self._gen_arch)
+            g = ScaleGenerator(3, **self._gen_arch, last_act="tanh" if self.output == "residual" else "none")
         else:
             g = copy.deepcopy(self.generators[-1])
         self.generators.append(g.to(self.noise_amps.device))
@@ -79,7 +85,11 @@ class HPVAEGAN(nn.Module):
                ) -> torch.Tensor:
         """Eq. 6 / Eq. 9 at scale n >= 1: up(prev) + G^n(up(prev) [+ z_n])."""
         up = resize(prev, shape.thw)
-        return up + self.refine_upsampled(up, n, noise)
+        return self.combine(up, self.refine_upsampled(up, n, noise))
+
+    def combine(self, up: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """x^n from up(x^{n-1}) and G^n's output (see ``output``)."""
+        return up + residual if self.output == "residual" else torch.tanh(up + residual)
 
     def refine_upsampled(self, up: torch.Tensor, n: int, noise: torch.Tensor | None = None) -> torch.Tensor:
         """The residual G^n(up [+ z_n]) for an already up-sampled input."""
@@ -181,7 +191,7 @@ class Windows:
         up = self.up(k, e)
         zk = self.noises[k]
         zk = None if zk is None else zk[..., e[0]:e[1], e[2]:e[3]]
-        xe = up + self.model.refine_upsampled(up, k, zk)
+        xe = self.model.combine(up, self.model.refine_upsampled(up, k, zk))
         return xe[..., box[0] - e[0]:box[1] - e[0], box[2] - e[2]:box[3] - e[2]]
 
     def up(self, k: int, box: Box) -> torch.Tensor:
