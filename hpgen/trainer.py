@@ -7,6 +7,7 @@ automatically from its newest checkpoint, and ends with ``generator.pt``.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -232,8 +233,6 @@ def _check_memory(cfg: Config, dev, info, dp_size: int) -> None:
     clips = cfg.data.clips_per_step or max(1, len(starts) // dp_size)
     layout, _ = _layout(cfg, shapes, info.world_size, info.rank)
     mine = [k for k in range(len(shapes)) if layout.owner(k) == layout.stage]
-    import os
-
     fits, message = check_training_fits(cfg, shapes, clips, dev, mine,
                                         ranks_on_host=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if eng.any_rank(not fits):
