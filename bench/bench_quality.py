@@ -25,7 +25,11 @@ samples of --real (seeds sample_seed + i; key=value overrides go to the patchnn 
 at the size of the first published sample (else the real's), each timed. --published
 takes one or more files, each one sample or a grid of them. Metrics: completeness,
 coherence, shift_copy, sifid (null with the reason when its weights are missing),
-diversity_lab, diversity_gray, max_psnr.
+diversity_lab, diversity_gray, max_psnr. With --patchnn, ``before:key=value`` arguments add a
+second set of --num samples (the same preset and seeds with those overrides on top, e.g.
+``before:patchnn.completeness_from_level=0`` for the defaults before issue 12's third pass),
+scored in the same run: "before" and ratios_before_over_reference in the JSON, "before" rows
+at the bottom of the contact sheet.
 Writes <name>.json (per seed and mean/std over seeds for ours and the reference, and
 ours/reference ratios) and <name>.png (input, reference rows, our rows) in --out-dir.
 """
@@ -51,6 +55,7 @@ METRICS = ("completeness", "coherence", "shift_copy", "sifid", "diversity_lab", 
 RATIOS = ("completeness", "sifid", "diversity_lab", "diversity_gray", "shift_copy")
 GRID_WIDTH, GRID_GAP = 256, 10   # the HP-VAE-GAN pages: 256-px samples, 10-px black gaps
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+BEFORE = "before:"  # before:key=value: a second set of --patchnn samples, scored in the same run
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -201,12 +206,14 @@ def ratio(a, b):
 # ------------------------------------------------------------------------------ main
 
 def parse(argv):
+    before = [a[len(BEFORE):] for a in argv if a.startswith(BEFORE) and OVERRIDE.match(a[len(BEFORE):])]
+    argv = [a for a in argv if not (a.startswith(BEFORE) and OVERRIDE.match(a[len(BEFORE):]))]
     overrides = [a for a in argv if OVERRIDE.match(a)]   # key=value anywhere: not eaten by nargs="+"
     rest = [a for a in argv if not OVERRIDE.match(a)]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="key=value arguments are passed to `hpgen train` (with --patchnn: "
-                                        "to the patchnn preset, e.g. patchnn.completeness=false).")
+                                        "to the patchnn preset, e.g. patchnn.completeness=false; before:key=value: a second, before set).")
     ap.add_argument("--name", required=True, help="results name: <out-dir>/<name>.json, .png and runs")
     ours = ap.add_mutually_exclusive_group(required=True)
     ours.add_argument("--config", help="train this preset once per seed, then sample it")
@@ -236,6 +243,9 @@ def parse(argv):
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results" / "quality"))
     args = ap.parse_args(rest)
     args.overrides = overrides
+    args.before = before
+    if before and not args.patchnn:
+        ap.error(f"{BEFORE}{before[0]}: before: overrides need --patchnn")
     if overrides and not (args.config or args.patchnn):
         ap.error(f"{overrides[0]}: key=value overrides need --config (training) or --patchnn")
     if args.patchnn and not args.real:
@@ -267,6 +277,7 @@ def run(args) -> dict:
         runs, source = [], {"fakes": args.fakes, "grid": args.fakes_grid}
     else:
         runs = []
+    before = None
     real_path = args.real or (finest_real(runs[0]) if runs else None)
     if real_path is None:
         raise HpgenError("no real video: pass --real")
@@ -278,6 +289,13 @@ def run(args) -> dict:
         ours = {"patchnn": samples}
         timings.update({f"patchnn_sample{i}_s": t for i, t in enumerate(secs)})
         source = {"patchnn": args.patchnn, "overrides": args.overrides, "num": args.num, "out_thw": list(thw)}
+        if args.before:
+            # The same preset with the before: overrides on top (e.g. a previous default), same seeds.
+            bsamples, bsecs = patchnn_samples(clip, args.num, args.device, args.patchnn,
+                                              list(args.overrides) + list(args.before), thw)
+            before = {"patchnn": bsamples}
+            timings.update({f"before_sample{i}_s": t for i, t in enumerate(bsecs)})
+            source["before_overrides"] = args.before
     first = next(iter(ours.values()))[0]
     thw = tuple(first.shape[1:])
 
@@ -287,6 +305,8 @@ def run(args) -> dict:
 
     real = common(load(real_path))
     ours = {k: [common(v) for v in vs] for k, vs in ours.items()}
+    if before is not None:
+        before = {k: [common(v) for v in vs] for k, vs in before.items()}
     t0 = time.perf_counter()
     if args.published:
         refs = {"published": [common(v) for v in published]}
@@ -299,7 +319,8 @@ def run(args) -> dict:
     ev, sifid_missing = make_evaluator(real, metrics, args.device)
     t0 = time.perf_counter()
     scored = {}
-    for side, groups in (("ours", ours), ("reference", refs)):
+    sides = (("ours", ours), ("reference", refs)) + ((("before", before),) if before is not None else ())
+    for side, groups in sides:
         per = {k: score(ev, vs, [f"{k}/{i}" for i in range(len(vs))]) for k, vs in groups.items()}
         scored[side] = {"per_seed": per, **over_seeds(per)}
     timings["scoring_s"] = time.perf_counter() - t0
@@ -322,9 +343,14 @@ def run(args) -> dict:
                 "kept, before scoring; pair metrics are "
                 "means over a seed's samples; mean/std are over seeds (population std)",
     }
+    if before is not None:
+        means["before"] = scored["before"]["mean"]
+        report["before"] = scored["before"]
+        report["ratios_before_over_reference"] = {m: ratio(means["before"].get(m), means["reference"].get(m))
+                                                  for m in RATIOS if m in metrics}
     if "sifid" in metrics and sifid_missing:
         report["sifid_missing"] = sifid_missing
-        for side in ("ours", "reference"):
+        for side in scored:
             scored[side]["mean"]["sifid"] = scored[side]["std"]["sifid"] = None
         report["ratios_ours_over_reference"]["sifid"] = None
 
@@ -332,7 +358,7 @@ def run(args) -> dict:
     path = out_dir / f"{args.name}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     rows, labels = [real], ["input"]
-    for side, groups in (("ref", refs), ("ours", ours)):
+    for side, groups in (("ref", refs), ("ours", ours)) + ((("before", before),) if before is not None else ()):
         for k, vs in groups.items():
             rows += vs
             labels += [f"{side} {k} {i}" for i in range(len(vs))]
@@ -352,6 +378,10 @@ def show(report: dict) -> None:
         r = report["ratios_ours_over_reference"].get(m)
         print(f"{m:16s} {fmt(report['ours'], m):>20s} {fmt(report['reference'], m):>20s} "
               f"{'' if r is None else f'{r:.3f}':>8s}")
+    if "before" in report:
+        for m in keys:
+            r = report["ratios_before_over_reference"].get(m)
+            print(f"before {m:9s} {fmt(report['before'], m):>20s} {'' if r is None else f'{r:.3f}':>8s}")
     if "sifid_missing" in report:
         print(f"sifid: n/a ({report['sifid_missing']})")
     print(f"wrote {report['json']}\nwrote {report['sheet']}")

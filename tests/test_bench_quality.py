@@ -116,3 +116,23 @@ def test_patchnn_mode_against_separate_published_files(files):
     assert len(rep["ours"]["per_seed"]["patchnn"]["per_fake"]) == 2
     assert {"patchnn_sample0_s", "patchnn_sample1_s"} <= set(rep["timings_s"])
     assert 0 <= rep["ours"]["mean"]["shift_copy"] <= 1
+
+
+def test_patchnn_mode_scores_a_before_set_in_the_same_run(files):
+    """before:key=value arguments add a second set of patchnn samples (the preset plus the
+    plain overrides plus those), scored in the same run against the same reference."""
+    for s in range(2):
+        write_video(files / f"pub{s}.mp4", clip(4, 24, 40, seed=20 + s), 8)
+    out = files / "results"
+    rc = bq.main(["--name", "pnb", "--patchnn", "--real", str(files / "real.gif"), "--num", "2",
+                  "--published", str(files / "pub0.mp4"), str(files / "pub1.mp4"), "--grid-width", "40",
+                  "--metrics", "completeness,diversity_gray", "--device", "cpu",
+                  "--out-dir", str(out), "patchnn.patch_size=[3,5,5]", "patchnn.min_size=9",
+                  "before:patchnn.completeness_first_step=true"])
+    assert rc == 0
+    rep = json.loads((out / "pnb.json").read_text())
+    assert rep["ours_source"]["overrides"] == ["patchnn.patch_size=[3,5,5]", "patchnn.min_size=9"]
+    assert rep["ours_source"]["before_overrides"] == ["patchnn.completeness_first_step=true"]
+    assert len(rep["before"]["per_seed"]["patchnn"]["per_fake"]) == 2
+    assert set(rep["ratios_before_over_reference"]) == {"completeness", "diversity_gray"}
+    assert {"before_sample0_s", "before_sample1_s"} <= set(rep["timings_s"])
