@@ -24,7 +24,7 @@ class PatchNNConfig:
     min_frames: int = _f(3, "frames at the coarsest level (raised to the temporal patch size if smaller)")
     max_levels: int = _f(0, "keep at most this many of the finest levels (0: all)")
     em_iters: int = _f(3, "EM (nearest-neighbour + voting) iterations at every level but the coarsest")
-    em_iters_coarsest: int = _f(1, "EM iterations at the coarsest level (the reference code uses 1)")
+    em_iters_coarsest: int = _f(1, "EM iterations at the coarsest level (the reference code uses 1; with completeness_first_step off use 2, so that one coarsest step applies the completeness normalisation to the layout the noisy step made)")
     em_iters_max_voxels: int = _f(0, "levels with more output voxels than this use one EM iteration (0: no limit)")
     sharp_keys_after_first: bool = _f(True, "after the first EM iteration of a level, compare against the sharp level itself (K=V), as the output is no longer blurred")
     voting: str = _f("median", "how overlapping patches are folded into pixels: median or mean")
@@ -32,6 +32,8 @@ class PatchNNConfig:
     noise_per_voxel: bool = _f(False, "draw the coarsest noise independently for every voxel, as the reference code does (run_generation.py: torch.randn_like(q0)); false (default): one draw per spatial position replicated along time, as the paper's text says (Sec. 2: keeps motion coherent; issue 12 measured that per-voxel noise lets a moving object vanish from frames)")
     completeness: bool = _f(True, "GPNN's completeness normalisation (Granot et al., Drop the GAN, CVPR 2022): divide each query-to-key distance by alpha + the key's distance to its nearest query patch, so rare input patches (objects) are not lost; one extra reverse search per EM iteration. Not in the VGPNN paper; the VGPNN reference code has it off (reconstruct_qkv(bidi=False, alpha=None)). Issue 12: without it a moving object was lost from frames of a sample (tests/test_patchnn_objects.py). At the input's full length it can converge to a copy of the input; sync_time and copy_retries guard against that (docs/BENCHMARKS.md)")
     alpha: float = _f(0.005, "alpha of that normalisation, as a mean squared difference per patch value in [-1, 1] (smaller: stronger pull towards unused input patches). 0.005 is GPNN's default (iyttor/GPNN model/parser.py --alpha; there on unsquared distances of [0, 1] patches); measured here: 0.05 lost the quality gain (docs/BENCHMARKS.md)")
+    completeness_first_step: bool = _f(True, "apply the completeness normalisation in the first EM step of the coarsest level too, whose query is the input plus noise (with noise off, or for inpainting, it always applies). Issue 12, third pass: that query is nearly pure noise (std 2 against values in [-1, 1]), every key is far from every query patch, and the normalisation then chooses the layout instead of the query: the keys farthest from the noise win (dark ground, water, the red square of tests/test_patchnn_objects.py). Over 40 seeds at 3x15x27 it doubled the row-profile error of the coarsest output (tests/test_patchnn_layout.py) and on HP-VAE-GAN's lake clip it put the water above the sky. Off (a plain first step; em_iters_coarsest = 2 then normalises the second) fixes that layout, but on the 75-frame airballoons clip it did not remove the pasted sky rectangles, made one sample of three an exact copy, and lost the square of tests/test_patchnn_objects.py from frames 0-2 of seed 1, so it is not the default (docs/BENCHMARKS.md)")
+    completeness_max_size: int = _f(40, "apply the completeness normalisation only at levels whose shorter output side is at most this many pixels (0: at every level). Issue 12, third pass: at the fine levels it made sky positions take rare patches (balloon bottoms, ground, flat horizon sky), the dark blobs and pasted pale rectangles of the 75-frame airballoons samples; the coarse levels, where it keeps objects, stay normalised. 40 vs 0 on airballoons, one run: coherence 0.125 vs 0.157, the four issue-12 bounds kept, generation 0.68x the time (docs/BENCHMARKS.md)")
     copy_retries: int = _f(3, "generation with noise: when after some pyramid level the output is the input itself at that level (mean absolute difference below copy_eps, possible only when the output has the input's size), start again from the coarsest level with a new noise draw, at most this many times (0: never). Issue 12: at the input's full length, EM with the completeness normalisation can converge to the identity (1 of 3 75-frame airballoons samples was an exact copy); it shows at the coarse levels, so a retry costs little")
     copy_eps: float = _f(0.01, "that threshold, a mean absolute difference in [-1, 1] units (a sample that is not a copy is above ~0.03 at every level)")
     frames_ratio: float = _f(0.75, "output frames / input frames when --frames is not given (<1 adds temporal diversity)")
@@ -89,6 +91,8 @@ def validate_patchnn(cfg: PatchNNConfig) -> PatchNNConfig:
         raise HpgenError("patchnn.frames_ratio must be > 0")
     if cfg.alpha <= 0:
         raise HpgenError("patchnn.alpha must be > 0")
+    if cfg.completeness_max_size < 0:
+        raise HpgenError("patchnn.completeness_max_size must be >= 0")
     if cfg.copy_retries < 0 or cfg.copy_eps < 0:
         raise HpgenError("patchnn.copy_retries and copy_eps must be >= 0")
     if cfg.noise_std < 0:

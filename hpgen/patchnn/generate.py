@@ -124,10 +124,13 @@ def _em_iters(cfg: PatchNNConfig, n: int, thw: Sequence[int]) -> int:
 def coarse_to_fine(levels: Sequence[Level], q0: torch.Tensor, cfg: PatchNNConfig, *,
                    generator: torch.Generator | None = None,
                    on_level: Callable[[int, int], None] | None = None,
-                   accept: Callable[[int, torch.Tensor], bool] | None = None) -> torch.Tensor | None:
+                   accept: Callable[[int, torch.Tensor], bool] | None = None,
+                   noisy_start: bool = False) -> torch.Tensor | None:
     """Run VPNN layers from ``levels[0]`` (coarsest, initial full query ``q0``) to the finest.
     ``accept(n, y)``, if given, sees the output of every level and may stop the run
-    (returns None) by answering False."""
+    (returns None) by answering False. ``noisy_start``: ``q0`` is mostly noise (generation),
+    so its first EM step is a plain nearest-neighbour step unless
+    ``cfg.completeness_first_step`` (the normalisation needs a query with a layout)."""
     ps = tuple(cfg.patch_size)
     y = None
     nnf = rev = prev_q_valid = prev_k_valid = None
@@ -169,7 +172,8 @@ def coarse_to_fine(levels: Sequence[Level], q0: torch.Tensor, cfg: PatchNNConfig
                     ks = k_feats[id(k)] = kg.project(basis, sdt)
                 qs = qg.project(basis, sdt)
             weight = None
-            if cfg.completeness:
+            if cfg.completeness and (n > 0 or j > 0 or not noisy_start or cfg.completeness_first_step) and (
+                    not cfg.completeness_max_size or min(lv.out_thw[1:]) <= cfg.completeness_max_size):
                 # Reverse search (every key patch's nearest query patch), warm-started like
                 # the forward field: the same search core with the roles swapped.
                 rinit = None
@@ -302,7 +306,7 @@ def generate(video: torch.Tensor, cfg: PatchNNConfig | None = None, *, out_shape
                 # A copy of the input (possible only at its size) is not a sample: draw again.
                 return last or y.shape != xs[n].shape or float((y - xs[n]).abs().mean()) >= cfg.copy_eps
 
-            y = coarse_to_fine(levels, q0, cfg, generator=gen, on_level=cb, accept=accept)
+            y = coarse_to_fine(levels, q0, cfg, generator=gen, on_level=cb, accept=accept, noisy_start=noisy)
             if y is not None:
                 return y
             if bar is not None:
