@@ -253,6 +253,9 @@ class HPVAEGANMethod:
         # separate batches: one joint batch (exact in maths, the patch critic has no BatchNorm)
         # moved a 2-rank run 1e-3 away from the 1-rank run in loss_g (tests/test_distributed.py
         # bounds it at 1e-5; separate batches: 1.9e-7), for ~30 fewer ops per iteration.
+        # The backward runs after this cache is gone: with activation checkpointing each
+        # block's recomputation is given the cache entries its forward read
+        # (hpgen/engine/activation_checkpointing.py), D(fake)'s included.
         with parametrize.cached():
             loss, stats = losses.wgan_critic(
                 critic, st.cache["real"], fake, self.tr.gp_weight_at(st.step * self.tr.critic_steps + i),
