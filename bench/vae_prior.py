@@ -4,7 +4,8 @@ coarse part of the pyramid keep the input's layout? (docs/BENCHMARKS.md, "Realis
 
     python bench/vae_prior.py RUN_DIR --published .../fakes_1.gif [--stop 0] [--sheet out.png]
 
-Prints the encoder's posterior statistics on the input, the mean RMSE of 6 prior samples
+Prints the encoder's posterior statistics on the input (mean spread, sigma, KL per element),
+the RMSE of a posterior sample decoded through the same scales, the mean RMSE of 6 prior samples
 (seeds 0..5, reconstruction path, no GAN noise) and of the published samples against the
 input, and the per-voxel std over samples of each; ``--sheet`` writes a contact sheet
 (input, 3 published, 4 ours, upsampled to the finest size).
@@ -51,8 +52,16 @@ def main(argv=None) -> int:
     def rmse(v):
         return float((v - real).pow(2).mean().sqrt())
 
-    print(f"scale {stop} ({'x'.join(map(str, thw))}): posterior mu std {float(mu.std()):.3f}, "
-          f"sigma mean {float((0.5 * logvar).exp().mean()):.3f}")
+    sigma = (0.5 * logvar).exp()
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)
+    with torch.no_grad():  # the same decoder fed a posterior sample of the input: does z carry the clip?
+        post = model.synthesize(mu + sigma * torch.randn(mu.shape, generator=torch.Generator().manual_seed(99)),
+                                shapes, stop=stop, noise=False)[0].clamp(-1, 1)
+    print(f"scale {stop} ({'x'.join(map(str, thw))}): posterior mu std {float(mu.std()):.3f} "
+          f"(per channel at most {float(mu.std((0, 2, 3, 4)).max()):.3f}), sigma mean {float(sigma.mean()):.3f}, "
+          f"KL per element {float(kl.mean()):.4f}")
+    print(f"posterior-sample decode RMSE vs input {float((post - real).pow(2).mean().sqrt()):.4f} "
+          f"(a prior sample's is the 'ours' line below)")
     for name, vs in (("ours", ours), ("published", pubs)):
         print(f"{name:10s} RMSE vs input {sum(map(rmse, vs)) / len(vs):.4f}  "
               f"std over samples {float(torch.stack(vs).std(0).mean()):.4f}")

@@ -91,6 +91,9 @@ class TrainConfig:
                                scalar_ok=True)
     lr: float = _f(5e-4, "Adam learning rate of every network")
     betas: list = _f([0.5, 0.999], "Adam betas")
+    lr_decay_at: float = _f(0.0, "fraction of each scale's steps after which every network trained there runs at "
+                                 "lr_decay_gamma x its learning rate (0: never; SinGAN's and ConSinGAN's code: 0.8)")
+    lr_decay_gamma: float = _f(0.1, "the learning-rate factor of lr_decay_at (SinGAN's and ConSinGAN's code: 0.1)")
     lr_decay_vae: float = _f(0.2, "E and G^0 learning rate factor per scale after scale 0, during the VAE scales")
     beta_kl: float = _f(0.1, "beta_vae: weight of the KL term (Eq. 8)")
     beta_adv: float = _f(0.1, "beta_adv: weight of the adversarial term (Eq. 11)")
@@ -139,6 +142,13 @@ class TrainConfig:
         """Steps of scale n."""
         its = self.iters_per_scale
         return its[0] if len(its) == 1 else its[n]
+
+    def lr_factor(self, n: int, step: int) -> float:
+        """Learning-rate factor at step ``step`` (from 0) of scale n: 1, then lr_decay_gamma from
+        the step ``lr_decay_at`` x the scale's steps on (a step decay, as SinGAN's MultiStepLR)."""
+        if self.lr_decay_at and step >= int(self.lr_decay_at * self.iters(n)):
+            return self.lr_decay_gamma
+        return 1.0
 
     def gp_weight_at(self, critic_step: int) -> float:
         """The penalty's weight at the critic step ``critic_step`` of a scale (counted from 0):
@@ -322,6 +332,10 @@ def validate(cfg) -> None:
             raise HpgenError("train.grad_clip must be >= 0 (0: no clipping)")
         if tr.grad_clip_critic < 0 and tr.grad_clip_critic != -1:
             raise HpgenError("train.grad_clip_critic must be >= 0 (0: no clipping) or -1 (train.grad_clip)")
+        if not 0 <= tr.lr_decay_at < 1:
+            raise HpgenError("train.lr_decay_at must be in [0, 1) (0: no decay)")
+        if tr.lr_decay_gamma <= 0:
+            raise HpgenError("train.lr_decay_gamma must be > 0")
         if tr.gp_every < 1:
             raise HpgenError("train.gp_every must be >= 1 (1: the penalty at every critic step)")
         if cfg.model.encoder_blocks < 0:

@@ -182,11 +182,16 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
                     st.reals = cast(next(batches))
                     st.cache.clear()  # per-batch tensors (the reconstruction input) are stale
                 st.step = step
+                lr_factor = cfg.train.lr_factor(n, step)
+                for e in engines.values():
+                    eng.set_lr_factor(e, lr_factor)
                 stats = run_iteration(method, model, critic, st, engines, pipe.pipelined)
                 done_steps = step + 1
                 if done_steps % cfg.train.log_every == 0 or done_steps == iters:
                     local = {k: float(v) for k, v in stats.items()}
                     local[f"peak_gib/rank{info.rank}"] = peak_memory_gib(dev)
+                    if cfg.train.lr_decay_at:
+                        local["lr_factor"] = lr_factor
                     last = pl.gather_stats(local)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()}, refresh=False)
                     vox = st.reals[n].numel() / 3 * cfg.train.log_every

@@ -97,9 +97,11 @@ def test_explicit_gp_equals_autograd_singan_gif_critics(train):
     _check(c, (2, 3, 4, 9, 10), input_grad=lambda m: m.frames_input_gradient, train=train, score=lambda m: m.frames)
 
 
-def test_explicit_gp_through_wgan_critic_joint_batch():
-    """The whole critic phase as the method runs it (real and fake in one batch, the penalty
-    explicit) equals the old phase (separate batches, autograd penalty)."""
+@pytest.mark.parametrize("joint", [False, True], ids=["separate", "joint"])
+def test_explicit_gp_through_wgan_critic(joint):
+    """The whole critic phase with the explicit penalty, real and fake scored in separate
+    calls (as HPVAEGANMethod.critic_loss runs it) or in one batch (``joint``, which no method
+    uses today), equals the autograd phase (separate calls, double-backward penalty)."""
     torch.manual_seed(2)
     critic = PatchCritic(3, 8, num_blocks=4, kernel=3, dims=3).double()
     real, fake = torch.rand(2, 2, 3, 4, 8, 9, dtype=torch.float64) * 2 - 1
@@ -109,7 +111,7 @@ def test_explicit_gp_through_wgan_critic_joint_batch():
         c = copy.deepcopy(critic)
         with parametrize.cached():
             loss, _ = losses.wgan_critic(c, real, fake, 0.1, eps, "voxel",
-                                         input_grad=c.input_gradient if explicit else None, joint=explicit)
+                                         input_grad=c.input_gradient if explicit else None, joint=explicit and joint)
             loss.backward()
         out.append((loss.detach(), [p.grad for p in c.parameters()]))
     assert _rel(out[1][0], out[0][0]) < REL
@@ -201,32 +203,65 @@ def test_lazy_penalty_weight_every_kth_critic_step():
         load_config(REPO / "configs/hpvaegan/tiny.toml", ["train.gp_method=\"double\""])
 
 
-def test_activation_checkpointing_bit_identical_with_the_explicit_cached_phase():
-    """The critic phase as hpvaegan runs it (spectral-norm weights cached for the phase, real
-    and fake in one batch, explicit penalty) gives the same gradients and buffers with the
-    critic's blocks recomputed in backward."""
+def _gan_iterations(overrides, checkpointing, iterations=2):
+    """``iterations`` GAN iterations of the hpvaegan method at its first GAN scale, phase by
+    phase as the trainer runs them (the critic phase's spectral-norm cache, real and fake
+    scored in separate calls, the configured penalty), with every conv block of G and D
+    recomputed in backward or not: each phase's loss and gradients, and the buffers at the end."""
     from hpgen.engine import set_activation_checkpointing
 
+    cfg = load_config(REPO / "configs/hpvaegan/tiny.toml",
+                      ["model.channels=4", "model.latent_channels=4", "model.num_blocks=3", "train.vae_scales=1",
+                       "train.critic_steps=2", *overrides])
+    method = get_method("hpvaegan")(cfg)
+    shapes = [ScaleShape(3, 8, 12, 2), ScaleShape(5, 11, 16, 1)]
     torch.manual_seed(0)
-    critic = PatchCritic(3, channels=8, num_blocks=4)
-    real, fake = torch.rand(2, 2, 3, 5, 14, 17) * 2 - 1
-    eps = torch.rand(2)
-    start = copy.deepcopy(critic.state_dict())
-    out = []
-    for ckpt in (False, True):
-        critic.load_state_dict(start)
-        critic.zero_grad(set_to_none=True)
-        set_activation_checkpointing(critic, ckpt)
-        with parametrize.cached():
-            loss, _ = losses.wgan_critic(critic, real, fake, 0.1, eps, "voxel", input_grad=critic.input_gradient,
-                                         joint=True)
-        loss.backward()
-        out.append(({k: p.grad.clone() for k, p in critic.named_parameters() if p.grad is not None},
-                    copy.deepcopy(critic.state_dict())))
-    set_activation_checkpointing(critic, False)
-    (g0, s0), (g1, s1) = out
-    assert g0.keys() == g1.keys() and len(g0) >= 8
-    for k in g0:
-        assert torch.equal(g0[k], g1[k]), k
+    reals = [torch.rand(2, 3, *s.thw) * 2 - 1 for s in shapes]
+    model, critic = method.build_model(), None
+    for k in range(2):
+        critic = method.grow(model, critic, k)
+    for net in (model, critic):
+        set_activation_checkpointing(net, checkpointing)
+    groups = method.param_groups(model, critic, 1)
+    opts = {k: torch.optim.Adam([p for g in v for p in g["params"]], lr=1e-3) for k, v in groups.items()}
+    st = ScaleState(1, shapes, reals)
+    method.begin_scale(model, st)
+    trace = []
+    for step in range(iterations):
+        st.step = step
+        method.begin_iteration(model, st)
+        for name, phase in method.phases(model, critic, st):
+            loss, _, *after = phase()
+            loss.backward()
+            net = critic if name == "d" else model
+            trace.append((name, loss.detach(), {k: p.grad.clone() for k, p in net.named_parameters()
+                                                if p.grad is not None}))
+            opts[name].step()
+            opts[name].zero_grad(set_to_none=True)
+    state = {**{f"g.{k}": v.clone() for k, v in model.state_dict().items()},
+             **{f"d.{k}": v.clone() for k, v in critic.state_dict().items()}}
+    for net in (model, critic):
+        set_activation_checkpointing(net, False)
+    return trace, state
+
+
+@pytest.mark.parametrize("overrides", [[], ["train.gp_method=\"autograd\""], ["pyramid.image=true"]],
+                         ids=["explicit", "autograd", "image"])
+def test_activation_checkpointing_bit_identical_in_the_methods_gan_phases(overrides):
+    """The GAN phases as hpvaegan runs them (HPVAEGANMethod.phases: the critic phase caches
+    the spectral-norm weights, which D(real), D(fake) and the penalty share, and the backward
+    runs after that cache is gone) give the same losses, gradients and buffers, bit for bit,
+    with the blocks of G and D recomputed in backward. Before the recomputation replayed the
+    parametrisation cache this raised CheckpointError: D(fake)'s blocks read the cached
+    weights in forward but recomputed the spectral norm in backward."""
+    t0, s0 = _gan_iterations(overrides, False)
+    t1, s1 = _gan_iterations(overrides, True)
+    assert [n for n, *_ in t0] == [n for n, *_ in t1] == ["d", "d", "g"] * 2
+    for (name, l0, g0), (_, l1, g1) in zip(t0, t1):
+        assert torch.equal(l0, l1), name
+        assert g0.keys() == g1.keys() and g0, name
+        for k in g0:
+            assert torch.equal(g0[k], g1[k]), (name, k)
+    assert s0.keys() == s1.keys() and any(k.endswith("_u") for k in s0)
     for k in s0:
         assert torch.equal(s0[k], s1[k]), k

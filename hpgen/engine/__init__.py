@@ -21,12 +21,12 @@ from .channels_last import set_channels_last
 from .checkpoints import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from .cpu_conv import set_cpu_conv3d_layout
 from .distributed import DistInfo, any_rank, barrier, device_for, dist_info, multi_rank, setup_distributed
-from .engines import build_engine, ds_config, param_dtype
+from .engines import build_engine, ds_config, param_dtype, set_lr_factor
 from .randomness import rng_state, seed_everything, set_rng_state
 
 __all__ = [
     "AllReduceBatchNorm", "DistInfo", "any_rank", "barrier", "build_engine", "device_for", "dist_info",
     "ds_config", "latest_checkpoint", "load_checkpoint", "multi_rank", "param_dtype", "read_meta",
     "rng_state", "save_checkpoint", "seed_everything", "set_activation_checkpointing",
-    "set_channels_last", "set_cpu_conv3d_layout", "set_rng_state", "setup_distributed", "sync_batchnorm",
+    "set_channels_last", "set_cpu_conv3d_layout", "set_lr_factor", "set_rng_state", "setup_distributed", "sync_batchnorm",
 ]

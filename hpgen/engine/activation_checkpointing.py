@@ -1,20 +1,35 @@
 """Activation checkpointing of conv blocks, switchable per scale, with exact replay
-(BatchNorm and spectral-norm state) under the gradient penalty's double backward."""
+(BatchNorm, spectral-norm and parametrisation-cache state) under the gradient penalty's
+double backward."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.nn.utils import parametrize
 
 
 class _ReplayState:
     """Makes a checkpointed block's recomputation replay its forward exactly.
 
     Created when the block's forward starts. Recomputation (re-entered by a double
-    backward, as in the gradient penalty) must neither see nor change state that moved
-    since: BatchNorm gets momentum 0 (running statistics unchanged, batch counter
-    restored), and spectral-norm vectors u, v are set back to their values at this
-    forward, so the power iteration and sigma replay bit for bit; the current vectors
-    are put back afterwards."""
+    backward, as in the gradient penalty, or run by the phase's backward after the forward's
+    context has been left) must neither see nor change state that moved since:
+
+    - BatchNorm gets momentum 0 (running statistics unchanged, batch counter restored);
+    - spectral-norm vectors u, v are set back to their values at this forward, so the power
+      iteration and sigma replay bit for bit; the current vectors are put back afterwards;
+    - the parametrisation cache (``torch.nn.utils.parametrize.cached()``) is put back as
+      this forward saw it. A critic phase computes the spectral-norm weights once and shares
+      them between D(real), D(fake) and the penalty: the block's first call computes a
+      weight and caches it, every later call reads that tensor and runs no spectral-norm op.
+      The backward runs after the phase has left ``cached()``, so without this a later
+      call's recomputation would run the parametrisation afresh (a power iteration, sigma
+      and a division the forward never ran: a different sequence of saved tensors, which
+      torch.utils.checkpoint rejects with CheckpointError, and a weight from a different
+      u, v). The recomputation gets a private cache holding exactly the entries of this
+      block's parametrised tensors that existed when the forward started (the very tensors
+      it used), and caching on or off as it was then; a weight the forward computed itself
+      is computed again, from the replayed u, v, into that private cache and dropped."""
 
     def __init__(self, block: nn.Module):
         from torch.nn.utils.parametrizations import _SpectralNorm
@@ -22,21 +37,30 @@ class _ReplayState:
         self.bns = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.sns = [m for m in block.modules() if isinstance(m, _SpectralNorm)]
         self.at_forward = [(sn._u.clone(), sn._v.clone()) for sn in self.sns]
+        self.cache_enabled = bool(parametrize._cache_enabled)
+        keys = [(id(m), name) for m in block.modules() if parametrize.is_parametrized(m)
+                for name in m.parametrizations]
+        self.cache = {k: parametrize._cache[k] for k in keys if k in parametrize._cache} \
+            if self.cache_enabled else {}
         self.saved: list = []
 
     def __enter__(self):
         self.saved.append(([(bn.momentum, None if bn.num_batches_tracked is None else bn.num_batches_tracked.clone())
-                            for bn in self.bns], [(sn._u.clone(), sn._v.clone()) for sn in self.sns]))
+                            for bn in self.bns], [(sn._u.clone(), sn._v.clone()) for sn in self.sns],
+                           (parametrize._cache_enabled, parametrize._cache)))
         for bn in self.bns:
             bn.momentum = 0.0
         with torch.no_grad():
             for sn, (u, v) in zip(self.sns, self.at_forward):
                 sn._u.copy_(u)
                 sn._v.copy_(v)
+        parametrize._cache_enabled = int(self.cache_enabled)
+        parametrize._cache = dict(self.cache)
         return self
 
     def __exit__(self, *exc):
-        bn_state, sn_state = self.saved.pop()
+        bn_state, sn_state, (cache_enabled, cache) = self.saved.pop()
+        parametrize._cache_enabled, parametrize._cache = cache_enabled, cache
         for bn, (mom, nbt) in zip(self.bns, bn_state):
             bn.momentum = mom
             if nbt is not None:

@@ -49,7 +49,16 @@ def build_engine(module: nn.Module, param_groups: list[dict], *, precision: str 
         # One rank: the all-reduce inside backward is a flatten + copy back of every gradient
         # (one copy_ per parameter tensor, the same values); skip it.
         engine.enable_backward_allreduce = False
+    engine.hpgen_base_lrs = [g["lr"] for g in engine.optimizer.param_groups]
     return engine
+
+
+def set_lr_factor(engine, factor: float) -> None:
+    """Every param group of ``engine`` at ``factor`` x the learning rate it was built with
+    (a resumed optimiser state carries the lr it was saved with; this resets it from the
+    base, so a schedule is a function of the step alone)."""
+    for group, base in zip(engine.optimizer.param_groups, engine.hpgen_base_lrs):
+        group["lr"] = base * factor
 
 
 def param_dtype(module: nn.Module) -> torch.dtype:

@@ -251,8 +251,19 @@ class HPVAEGANMethod:
         # The critic's spectral-norm weights are computed once for the phase (one power
         # iteration), shared by D(real), D(fake) and the penalty. Real and fake are scored in
         # separate batches: one joint batch (exact in maths, the patch critic has no BatchNorm)
-        # moved a 2-rank run 1e-3 away from the 1-rank run in loss_g (tests/test_distributed.py
-        # bounds it at 1e-5; separate batches: 1.9e-7), for ~30 fewer ops per iteration.
+        # moved a 2-rank run away from the 1-rank run in loss_g (1e-3 when first measured,
+        # 4.6e-5 at the first GAN step of tests/test_distributed.py's run, which bounds it at
+        # 1e-5; separate batches: 1.9e-7), for ~30 fewer ops per iteration. Why: the loss
+        # ignores a constant offset of D, so the gradient of D's last bias is 0 in maths.
+        # Separate calls give it as two sums of the same shape, of +1/N and of -1/N, which
+        # cancel exactly; a joint batch sums both in one reduction, leaving rounding noise
+        # (~1e-8) whose size depends on the per-rank batch, and Adam's normalisation turns that
+        # into a step of a sizeable fraction of lr, different on 1 and 2 ranks. D's output then
+        # shifts by a constant: no gradient sees it (wdist and G's weights agree to ~1e-7), but
+        # d_real, d_fake, adv and so loss_g do.
+        # The backward runs after this cache is gone: with activation checkpointing each
+        # block's recomputation is given the cache entries its forward read
+        # (hpgen/engine/activation_checkpointing.py), D(fake)'s included.
         with parametrize.cached():
             loss, stats = losses.wgan_critic(
                 critic, st.cache["real"], fake, self.tr.gp_weight_at(st.step * self.tr.critic_steps + i),
