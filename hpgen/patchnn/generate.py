@@ -121,6 +121,20 @@ def _em_iters(cfg: PatchNNConfig, n: int, thw: Sequence[int]) -> int:
     return cfg.em_iters
 
 
+def _normalises(cfg: PatchNNConfig, n: int, j: int, noisy_start: bool, out_thw: Sequence[int]) -> bool:
+    """Whether EM step j of level n applies GPNN's completeness normalisation.
+
+    Not on the first step of a generation (its query is mostly noise, and normalising it lets
+    the normalisation choose the layout) unless ``completeness_first_step``, and not at levels
+    finer than ``completeness_max_size`` (there it pulls rare patches into the sky); see
+    PatchNNConfig and docs/BENCHMARKS.md (issue 12)."""
+    if not cfg.completeness:
+        return False
+    if n == 0 and j == 0 and noisy_start and not cfg.completeness_first_step:
+        return False
+    return not cfg.completeness_max_size or min(out_thw[1:]) <= cfg.completeness_max_size
+
+
 def coarse_to_fine(levels: Sequence[Level], q0: torch.Tensor, cfg: PatchNNConfig, *,
                    generator: torch.Generator | None = None,
                    on_level: Callable[[int, int], None] | None = None,
@@ -172,8 +186,7 @@ def coarse_to_fine(levels: Sequence[Level], q0: torch.Tensor, cfg: PatchNNConfig
                     ks = k_feats[id(k)] = kg.project(basis, sdt)
                 qs = qg.project(basis, sdt)
             weight = None
-            if cfg.completeness and (n > 0 or j > 0 or not noisy_start or cfg.completeness_first_step) and (
-                    not cfg.completeness_max_size or min(lv.out_thw[1:]) <= cfg.completeness_max_size):
+            if _normalises(cfg, n, j, noisy_start, lv.out_thw):
                 # Reverse search (every key patch's nearest query patch), warm-started like
                 # the forward field: the same search core with the roles swapped.
                 rinit = None
