@@ -27,7 +27,7 @@ takes one or more files, each one sample or a grid of them. Metrics: completenes
 coherence, shift_copy, sifid (null with the reason when its weights are missing),
 diversity_lab, diversity_gray, max_psnr. With --patchnn, ``before:key=value`` arguments add a
 second set of --num samples (the same preset and seeds with those overrides on top, e.g.
-``before:patchnn.completeness_from_level=0`` for the defaults before issue 12's third pass),
+``before:patchnn.completeness_max_size=0`` for the defaults before issue 12's third pass),
 scored in the same run: "before" and ratios_before_over_reference in the JSON, "before" rows
 at the bottom of the contact sheet.
 Writes <name>.json (per seed and mean/std over seeds for ours and the reference, and
@@ -319,8 +319,8 @@ def run(args) -> dict:
     ev, sifid_missing = make_evaluator(real, metrics, args.device)
     t0 = time.perf_counter()
     scored = {}
-    sides = (("ours", ours), ("reference", refs)) + ((("before", before),) if before is not None else ())
-    for side, groups in sides:
+    extra = (("before", before),) if before is not None else ()  # the before: set, scored and shown last
+    for side, groups in (("ours", ours), ("reference", refs)) + extra:
         per = {k: score(ev, vs, [f"{k}/{i}" for i in range(len(vs))]) for k, vs in groups.items()}
         scored[side] = {"per_seed": per, **over_seeds(per)}
     timings["scoring_s"] = time.perf_counter() - t0
@@ -358,7 +358,7 @@ def run(args) -> dict:
     path = out_dir / f"{args.name}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     rows, labels = [real], ["input"]
-    for side, groups in (("ref", refs), ("ours", ours)) + ((("before", before),) if before is not None else ()):
+    for side, groups in (("ref", refs), ("ours", ours)) + extra:
         for k, vs in groups.items():
             rows += vs
             labels += [f"{side} {k} {i}" for i in range(len(vs))]

@@ -183,8 +183,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = True, progress: bool = True
                     st.cache.clear()  # per-batch tensors (the reconstruction input) are stale
                 st.step = step
                 lr_factor = cfg.train.lr_factor(n, step)
-                for e in engines.values():
-                    eng.set_lr_factor(e, lr_factor)
+                if cfg.train.lr_decay_at:  # without a schedule the optimisers keep their rate untouched
+                    for e in engines.values():
+                        eng.set_lr_factor(e, lr_factor)
                 stats = run_iteration(method, model, critic, st, engines, pipe.pipelined)
                 done_steps = step + 1
                 if done_steps % cfg.train.log_every == 0 or done_steps == iters:
