@@ -81,6 +81,45 @@ def test_vote_median_is_the_median_of_votes():
         assert torch.allclose(got[:, t, h, w], want)
 
 
+def two_region_seam(reduce: str) -> float:
+    """Largest colour step between adjacent output columns where a region copied from a
+    flat -1 key meets one copied from a flat +1 key, away from the borders (where fewer
+    patches overlap a voxel)."""
+    v = torch.cat((torch.full((1, 3, 9, 9), -1.0), torch.full((1, 3, 9, 9), 1.0)), dim=3)  # (1, 3, 9, 18)
+    out_thw = (3, 9, 24)
+    g = PatchGrid(torch.zeros(1, *out_thw), PS)
+    pos = g.coords_of(torch.arange(g.numel))
+    field = torch.zeros_like(pos)
+    field[2] = torch.where(pos[2] < 9, 0, 9)  # left patches from the -1 half, right from the +1 half
+    y = vote(v, field, out_thw, PS, reduce)
+    return float((y[..., 1:] - y[..., :-1]).abs().max())
+
+
+def test_mean_vote_blends_a_seam_that_the_median_leaves_hard():
+    # Issue 12, fourth pass: where two regions copied from different input offsets meet,
+    # the median jumps by the whole colour difference in one column (the hard seams of
+    # the airballoons samples); the mean spreads it over the patch width.
+    assert two_region_seam("median") == pytest.approx(2.0)
+    assert two_region_seam("mean") <= 2.0 / PS[2] + 1e-6
+
+
+def test_fine_levels_option_votes_by_mean_with_more_em_steps():
+    # Issue 12, fourth pass: with fine_size set, levels above it use the mean vote and
+    # em_iters_fine EM steps, the coarse ones (layout, objects) keep the median and
+    # em_iters; the default (0) keeps the median and em_iters everywhere.
+    from hpgen.patchnn.generate import _em_iters, _voting
+
+    fine = (13, 144, 256)
+    default = PatchNNConfig()
+    assert (_voting(default, fine), _em_iters(default, 9, fine)) == ("median", default.em_iters)
+    cfg = PatchNNConfig(fine_size=40)
+    coarse = (3, 40, 71)
+    assert (_voting(cfg, coarse), _em_iters(cfg, 3, coarse)) == ("median", cfg.em_iters)
+    assert (_voting(cfg, fine), _em_iters(cfg, 9, fine)) == ("mean", cfg.em_iters_fine)
+    with pytest.raises(HpgenError, match="voting_fine"):
+        generate(torch.zeros(3, 6, 36, 64), PatchNNConfig(voting_fine="mode"))
+
+
 def test_exact_nn_matches_brute_force():
     torch.manual_seed(0)
     q, k = torch.randn(3, 4, 10, 11), torch.randn(3, 5, 9, 12)

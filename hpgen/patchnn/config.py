@@ -27,7 +27,10 @@ class PatchNNConfig:
     em_iters_coarsest: int = _f(1, "EM iterations at the coarsest level (the reference code uses 1; with completeness_first_step off use 2, so that one coarsest step applies the completeness normalisation to the layout the noisy step made)")
     em_iters_max_voxels: int = _f(0, "levels with more output voxels than this use one EM iteration (0: no limit)")
     sharp_keys_after_first: bool = _f(True, "after the first EM iteration of a level, compare against the sharp level itself (K=V), as the output is no longer blurred")
-    voting: str = _f("median", "how overlapping patches are folded into pixels: median or mean")
+    voting: str = _f("median", "how overlapping patches are folded into pixels: median or mean (at the fine levels of fine_size, if any, voting_fine instead)")
+    fine_size: int = _f(0, "levels whose shorter output side is larger than this many pixels are fine levels, which use voting_fine and em_iters_fine; the coarser ones, which decide the layout and the objects, keep voting and em_iters (0, the default: no fine levels). Issue 12, fourth pass: 40 (the split of completeness_max_size) softened the hard seams of the 75-frame airballoons samples and kept the clouds' stripes, but not their pale flat patches (made at the coarse levels) and raised SIFID to 1.53x VGPNN's (the bound is 1.5x; 1.34x with 0), so it is an option (docs/BENCHMARKS.md)")
+    voting_fine: str = _f("mean", "voting at the fine levels (fine_size): median or mean. With the median, adjacent regions copied from different input offsets meet at a hard seam (the vote flips in one column); the mean spreads the step over the patch width and equals the median where the field is coherent. The VGPNN reference code votes by median everywhere")
+    em_iters_fine: int = _f(5, "EM iterations at the fine levels (fine_size; the VGPNN reference code's J = 5): converged fields keep the mean vote from blurring (with 3 the airballoons clouds went soft). 5 at the coarse levels too made a 13-frame airballoons sample a near copy of the input (max PSNR 31 dB)")
     noise_std: float = _f(2.0, "std of the noise added to the coarsest initial guess (video values lie in [-1, 1]; below ~1.5 the output mostly reproduces the input, the reference code uses 5 per voxel, which lost the object of tests/test_patchnn_objects.py in frames 0-4 of a sample even with completeness on)")
     noise_per_voxel: bool = _f(False, "draw the coarsest noise independently for every voxel, as the reference code does (run_generation.py: torch.randn_like(q0)); false (default): one draw per spatial position replicated along time, as the paper's text says (Sec. 2: keeps motion coherent; issue 12 measured that per-voxel noise lets a moving object vanish from frames)")
     completeness: bool = _f(True, "GPNN's completeness normalisation (Granot et al., Drop the GAN, CVPR 2022): divide each query-to-key distance by alpha + the key's distance to its nearest query patch, so rare input patches (objects) are not lost; one extra reverse search per EM iteration. Not in the VGPNN paper; the VGPNN reference code has it off (reconstruct_qkv(bidi=False, alpha=None)). Issue 12: without it a moving object was lost from frames of a sample (tests/test_patchnn_objects.py). At the input's full length it can converge to a copy of the input; sync_time and copy_retries guard against that (docs/BENCHMARKS.md)")
@@ -73,10 +76,12 @@ def validate_patchnn(cfg: PatchNNConfig) -> PatchNNConfig:
         raise HpgenError("patchnn.spatial_factor must be in (0, 1)")
     if not 0.0 < cfg.temporal_factor <= 1.0:
         raise HpgenError("patchnn.temporal_factor must be in (0, 1]")
-    if cfg.voting not in ("median", "mean"):
-        raise HpgenError("patchnn.voting must be 'median' or 'mean'")
-    if cfg.em_iters < 1 or cfg.em_iters_coarsest < 1:
-        raise HpgenError("patchnn.em_iters and em_iters_coarsest must be >= 1")
+    if cfg.voting not in ("median", "mean") or cfg.voting_fine not in ("median", "mean"):
+        raise HpgenError("patchnn.voting and voting_fine must be 'median' or 'mean'")
+    if cfg.em_iters < 1 or cfg.em_iters_coarsest < 1 or cfg.em_iters_fine < 1:
+        raise HpgenError("patchnn.em_iters, em_iters_coarsest and em_iters_fine must be >= 1")
+    if cfg.fine_size < 0:
+        raise HpgenError("patchnn.fine_size must be >= 0")
     if cfg.pm_iters < 0 or cfg.pm_iters_warm < 0 or cfg.pm_random < 0:
         raise HpgenError("patchnn PatchMatch iteration counts must be >= 0")
     if not 0.0 <= cfg.pm_rescue_frac <= 1.0:

@@ -4,7 +4,10 @@ conditional inpainting (video analogies build on the same core in ``analogy.py``
 VPNN layer (paper Fig. 3): every space-time patch of the query Q is matched to its
 nearest patch of the key K (PatchMatch, or exact search when the level is small), is
 replaced by the patch of the value V at the same place, and the overlapping patches are
-folded back into a video by median (or mean) voting.
+folded back into a video by median (or mean) voting. Optionally the fine levels
+(``fine_size``) vote by mean with more EM steps (``voting_fine``, ``em_iters_fine``): there
+the median leaves hard seams between regions copied from different offsets (issue 12,
+fourth pass; off by default, as it raised SIFID).
 
 Pyramid (Fig. 2): the input x is resized into levels x_N (coarsest) .. x_0 = x with
 separate spatial and temporal factors. At the coarsest level the initial guess is
@@ -113,12 +116,22 @@ class Level:
     known_query: torch.Tensor | None = None  # what Q holds at known voxels in the first EM step
 
 
+def _is_fine(cfg: PatchNNConfig, out_thw: Sequence[int]) -> bool:
+    """Whether a level is a fine one (``cfg.fine_size``): layout and objects are settled
+    below it, and its EM steps only refine the texture."""
+    return bool(cfg.fine_size) and min(out_thw[1:]) > cfg.fine_size
+
+
 def _em_iters(cfg: PatchNNConfig, n: int, thw: Sequence[int]) -> int:
     if n == 0:
         return cfg.em_iters_coarsest
     if cfg.em_iters_max_voxels and thw[0] * thw[1] * thw[2] > cfg.em_iters_max_voxels:
         return 1
-    return cfg.em_iters
+    return cfg.em_iters_fine if _is_fine(cfg, thw) else cfg.em_iters
+
+
+def _voting(cfg: PatchNNConfig, out_thw: Sequence[int]) -> str:
+    return cfg.voting_fine if _is_fine(cfg, out_thw) else cfg.voting
 
 
 def _normalises(cfg: PatchNNConfig, n: int, j: int, noisy_start: bool, out_thw: Sequence[int]) -> bool:
@@ -197,7 +210,7 @@ def coarse_to_fine(levels: Sequence[Level], q0: torch.Tensor, cfg: PatchNNConfig
             nnf, _ = nearest_field(qs, ks, cfg, init, lv.k_valid, generator, k_weight=weight)
             del qs, ks, weight  # the query's descriptors are not reused: free them before voting
             prev_q_valid, prev_k_valid = qg.valid, kg.valid
-            y = vote(vg, nnf, lv.out_thw, reduce=cfg.voting)
+            y = vote(vg, nnf, lv.out_thw, reduce=_voting(cfg, lv.out_thw))
             if lv.known is not None:
                 y = torch.where(lv.known, lv.known_values, y)
             q = y if lv.q_aux is None else torch.cat((lv.q_aux, y), 0)
