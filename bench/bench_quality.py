@@ -206,8 +206,9 @@ def ratio(a, b):
 # ------------------------------------------------------------------------------ main
 
 def parse(argv):
-    before = [a[len(BEFORE):] for a in argv if a.startswith(BEFORE) and OVERRIDE.match(a[len(BEFORE):])]
-    argv = [a for a in argv if not (a.startswith(BEFORE) and OVERRIDE.match(a[len(BEFORE):]))]
+    is_before = lambda a: a.startswith(BEFORE) and OVERRIDE.match(a[len(BEFORE):])  # noqa: E731
+    before = [a[len(BEFORE):] for a in argv if is_before(a)]
+    argv = [a for a in argv if not is_before(a)]
     overrides = [a for a in argv if OVERRIDE.match(a)]   # key=value anywhere: not eaten by nargs="+"
     rest = [a for a in argv if not OVERRIDE.match(a)]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
