@@ -97,6 +97,10 @@ class TrainConfig:
     lr_decay_vae: float = _f(0.2, "E and G^0 learning rate factor per scale after scale 0, during the VAE scales")
     beta_kl: float = _f(0.1, "beta_vae: weight of the KL term (Eq. 8)")
     beta_adv: float = _f(0.1, "beta_adv: weight of the adversarial term (Eq. 11)")
+    gan_recon: str = _f("mean", "the latent of the reconstruction path x-bar^n at the GAN scales (Eq. 11's recon term): "
+                                "'mean' (the encoder's mean: one fixed input per scale) or 'posterior' (a fresh "
+                                "z = mu + sigma * eps every iteration, as the authors' code does; the paper does not "
+                                "say)")
     gp_weight: float = _f(0.1, "lambda of the WGAN-GP gradient penalty (Eq. 10)")
     gp_norm: str = _f("voxel", "gradient-penalty norm: 'voxel' (over channels at each position, mean over "
                                "positions; the released code of SinGAN, ConSinGAN and HP-VAE-GAN, whose patch critics "
@@ -326,6 +330,8 @@ def validate(cfg) -> None:
             raise HpgenError(f"model.output must be 'residual' or 'tanh', not '{cfg.model.output}'")
         if tr.gp_norm not in ("sample", "voxel"):
             raise HpgenError(f"train.gp_norm must be 'sample' or 'voxel', not '{tr.gp_norm}'")
+        if tr.gan_recon not in ("mean", "posterior"):
+            raise HpgenError(f"train.gan_recon must be 'mean' or 'posterior', not '{tr.gan_recon}'")
         if tr.gp_method not in ("explicit", "autograd"):
             raise HpgenError(f"train.gp_method must be 'explicit' or 'autograd', not '{tr.gp_method}'")
         if tr.grad_clip < 0:

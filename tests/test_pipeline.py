@@ -128,6 +128,34 @@ def test_gan_phases_see_one_crop_of_real_prefix_and_reconstruction(gan_scale):
     assert all(z.shape[-2:] == (ch, cw) for z in st.cache["zn"])
 
 
+def test_gan_reconstruction_latent_mean_or_posterior(gan_scale):
+    """train.gan_recon: the mean path is one fixed input per scale; the posterior path draws
+    z = mu + sigma * eps every iteration (the authors' code), so it moves between iterations
+    and collapses onto the mean path when sigma -> 0."""
+    def state(recon):
+        cfg = load_config(None, gan_scale + [f"train.gan_recon={recon}"])
+        data = load_training_data(cfg)
+        torch.manual_seed(0)
+        method = HPVAEGANMethod(cfg)
+        model, critic = method.build_model(), None
+        for k in range(3):
+            critic = method.grow(model, critic, k)
+        method.param_groups(model, critic, 2)
+        st = ScaleState(2, data.shapes, data.reals)
+        method.begin_scale(model, st)
+        return lambda: (method.begin_iteration(model, st), st.cache["recon_in"].clone())[1], model
+
+    step, _ = state("mean")
+    mean = step()
+    torch.testing.assert_close(step(), mean)  # one fixed input per scale
+    step, model = state("posterior")
+    a, b = step(), step()
+    assert not torch.allclose(a, mean, atol=1e-4) and not torch.allclose(a, b, atol=1e-4)  # a new draw each time
+    with torch.no_grad():
+        model.encoder.logvar_head.bias.fill_(-60.0)  # sigma = e^-30: the draw is the mean
+    torch.testing.assert_close(step(), mean)
+
+
 @pytest.mark.slow
 def test_training_on_crops_samples_full_frames(tmp_path):
     run = tmp_path / "crop"

@@ -11,6 +11,9 @@ once per scale. z_n is scaled by ``noise_amp`` x RMSE(that input, x^n), as in Si
 With ``train.crop_height/width`` the GAN phases see the same random crop of the real clip,
 the random prefix and the reconstruction input (the prefix itself runs full-frame, without
 gradients), so the finest scales of a full-HD pyramid train in bounded memory.
+``train.gan_recon = "posterior"`` draws the reconstruction path's latent from the posterior
+each iteration, as the authors' code does, instead of using the mean; the path is then
+recomputed every iteration instead of cached.
 
 Every pass over the scales is a chain of per-scale steps run by ``st.pipe``: locally in a
 one-stage run, split over pipeline stages otherwise (hpgen/engine/pipeline.py).
@@ -103,22 +106,27 @@ class HPVAEGANMethod:
         return st.pipe.chain(step, last, st.batch, lambda k, b: (b, 3, *st.shapes[k].thw), st.reals[0].dtype, grad)
 
     @torch.no_grad()
-    def _recon_input(self, model: HPVAEGAN, st: ScaleState) -> torch.Tensor | None:
-        """up(x^{n-1}) on the reconstruction path (encoder mean, no noise), on the stage that
-        owns scale n (None elsewhere). The stack below scale n is frozen, so it is cached
-        until the clips change (streaming clears it). Every rank must call it together."""
-        if "recon_up" not in st.cache:
-            def step(k, x, m):
-                if k == 0:
-                    mu, _ = model.encode(st.micro(st.reals[0], m))
-                    x = model.decode(mu)
-                elif k < st.n:
-                    x = model.refine(x, k, st.shapes[k])
-                if k == st.n:
-                    x = resize(x, st.shapes[k].thw)
-                return x, None
+    def _recon_chain(self, model: HPVAEGAN, st: ScaleState, eps: torch.Tensor | None = None) -> torch.Tensor | None:
+        """up(x^{n-1}) on the reconstruction path (no z_n noise) on the stage that owns scale n
+        (None elsewhere): from the encoder's mean, or from mu + sigma * eps when ``eps`` is
+        given. Every rank must call it together."""
+        def step(k, x, m):
+            if k == 0:
+                mu, logvar = model.encode(st.micro(st.reals[0], m))
+                x = model.decode(mu if eps is None else losses.reparameterize(mu, logvar, st.micro(eps, m)))
+            elif k < st.n:
+                x = model.refine(x, k, st.shapes[k])
+            if k == st.n:
+                x = resize(x, st.shapes[k].thw)
+            return x, None
 
-            st.cache["recon_up"] = self._chain(st, step, st.n).output()
+        return self._chain(st, step, st.n).output()
+
+    def _recon_input(self, model: HPVAEGAN, st: ScaleState) -> torch.Tensor | None:
+        """The mean path's up(x^{n-1}). The stack below scale n is frozen, so it is cached
+        until the clips change (streaming clears it)."""
+        if "recon_up" not in st.cache:
+            st.cache["recon_up"] = self._recon_chain(model, st)
         return st.cache["recon_up"]
 
     @torch.no_grad()
@@ -148,6 +156,9 @@ class HPVAEGANMethod:
             st.cache["eps"] = st.randn(model.latent_shape(batch, st.shapes[0]), dtype=dtype)
             return
         z = st.randn(model.latent_shape(batch, st.shapes[0]), dtype=dtype)
+        # train.gan_recon = "posterior": this iteration's eps of the reconstruction path (drawn
+        # only then, so that "mean" runs keep their random stream).
+        eps_rec = st.randn(z.shape, dtype=dtype) if self.tr.gan_recon == "posterior" else None
         # z_k of the frozen GAN scales below n, drawn for the global batch.
         noises = [st.randn((batch, 3, *st.shapes[k].thw), dtype=dtype) * model.noise_amps[k].to(dtype)
                   if k and model.is_gan_scale(k) else None for k in range(n)]
@@ -179,7 +190,7 @@ class HPVAEGANMethod:
         else:
             fake_up = self._chain(st, step, n).output()
             fake_up = None if fake_up is None else cut(fake_up)
-        recon_up = self._recon_input(model, st)
+        recon_up = self._recon_input(model, st) if eps_rec is None else self._recon_chain(model, st, eps_rec)
         if fake_up is None:
             return  # another stage trains scale n
         st.cache["fake_up"], st.cache["recon_in"], st.cache["real"] = fake_up, cut(recon_up), cut(st.reals[n])
