@@ -84,8 +84,9 @@ def gan_scale():
     return over
 
 
-def _prefix(over, crop, seen=None):
-    cfg = load_config(None, over + ([f"train.crop_height={crop[0]}", f"train.crop_width={crop[1]}"] if crop else []))
+def _gan_scale_state(over):
+    """(data, method, model, ScaleState) at the first GAN scale (n = 2), begin_scale done."""
+    cfg = load_config(None, over)
     data = load_training_data(cfg)
     torch.manual_seed(0)
     method = HPVAEGANMethod(cfg)
@@ -96,6 +97,12 @@ def _prefix(over, crop, seen=None):
     method.param_groups(model, critic, n)
     st = ScaleState(n, data.shapes, data.reals)
     method.begin_scale(model, st)
+    return data, method, model, st
+
+
+def _prefix(over, crop, seen=None):
+    data, method, model, st = _gan_scale_state(
+        over + ([f"train.crop_height={crop[0]}", f"train.crop_width={crop[1]}"] if crop else []))
     if seen is not None:  # record the frame sizes G^1 runs on in the random prefix
         inner = model.refine_upsampled
         model.refine_upsampled = lambda up, k, noise=None: (seen.append((k, up.shape[-2:])), inner(up, k, noise))[1]
@@ -133,16 +140,7 @@ def test_gan_reconstruction_latent_mean_or_posterior(gan_scale):
     z = mu + sigma * eps every iteration (the authors' code), so it moves between iterations
     and collapses onto the mean path when sigma -> 0."""
     def state(recon):
-        cfg = load_config(None, gan_scale + [f"train.gan_recon={recon}"])
-        data = load_training_data(cfg)
-        torch.manual_seed(0)
-        method = HPVAEGANMethod(cfg)
-        model, critic = method.build_model(), None
-        for k in range(3):
-            critic = method.grow(model, critic, k)
-        method.param_groups(model, critic, 2)
-        st = ScaleState(2, data.shapes, data.reals)
-        method.begin_scale(model, st)
+        _, method, model, st = _gan_scale_state(gan_scale + [f"train.gan_recon={recon}"])
         return lambda: (method.begin_iteration(model, st), st.cache["recon_in"].clone())[1], model
 
     step, _ = state("mean")
