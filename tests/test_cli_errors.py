@@ -4,6 +4,7 @@ import numpy as np
 from PIL import Image
 
 from hpgen.cli import main
+from hpgen.config import load_config
 from hpgen.video import read_video, write_video
 
 from conftest import REPO, untrained_run
@@ -66,8 +67,10 @@ def test_grayscale_is_accepted_with_a_note(capsys, tmp_path):
 def test_dry_run_prints_config_and_pyramid(capsys):
     assert main(["train", "--config", DEMO, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "[pyramid]" in out and "num_scales = 5" in out
+    n = load_config(DEMO).pyramid.num_scales
+    assert "[pyramid]" in out and f"num_scales = {n}" in out
     assert "frames  height  width" in out and "vae" in out and "gan" in out
+    assert out.count(" gan\n") + out.count(" vae\n") == n  # one pyramid row per scale
 
 
 def test_finished_run_is_never_overwritten(capsys, tmp_path):
