@@ -17,6 +17,11 @@ DEMO = REPO / "configs" / "hpvaegan" / "demo.toml"
 DEMO_COMPLETENESS_BOUND = 0.33  # docs/BENCHMARKS.md, "Realism": the demo reaches about 0.25
 
 
+# The demo trains for ~7 min on a 2-core runner, ~24 on a slow one: past pytest-timeout's
+# 1800 s default once a loaded machine slows it further.
+pytestmark = pytest.mark.timeout(3600)
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
