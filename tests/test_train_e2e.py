@@ -14,7 +14,7 @@ from hpgen.video import VideoSource, mp4_size, read_video, to_tensor
 from conftest import REPO, nearest_patch_distance, run_hpgen
 
 DEMO = REPO / "configs" / "hpvaegan" / "demo.toml"
-DEMO_COMPLETENESS_BOUND = 0.33  # docs/BENCHMARKS.md, "Realism": the demo reaches about 0.25
+DEMO_COMPLETENESS_BOUND = 0.33  # docs/BENCHMARKS.md, "The demo preset reshaped": 0.23-0.25 over 3 seeds
 
 
 # The demo trains for ~7 min on a 2-core runner, ~24 on a slow one: past pytest-timeout's
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(3600)
 def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     run, out = root / "run", root / "samples"
-    train = run_hpgen("train", "--config", str(DEMO), "--out", str(run), check=True, timeout=3600)  # a hang guard: a slow 2-core runner takes ~25 min
+    train = run_hpgen("train", "--config", str(DEMO), "--out", str(run), check=True, timeout=3600)  # a hang guard
     run_hpgen("sample", str(run), "--num", "4", "--out", str(out), "--seed", "7", check=True)
     data = load_training_data(load_config(DEMO))
     samples = [read_video(out / f"sample_{i:03d}.mp4") for i in range(4)]
