@@ -304,7 +304,16 @@ def run(args) -> dict:
         v = v if tuple(v.shape[1:]) == thw else resize(v.float(), thw).clamp(-1, 1)
         return v[:, ::args.frame_step].contiguous()
 
-    real = common(load(real_path))
+    real_full = load(real_path)
+    # A real of another frame count is resampled in time to our samples' (e.g. a 13-frame clip
+    # squeezed to a 7-frame model's samples): its motion and content then differ from what the
+    # model trained on, and every measure is against a clip the model never saw. Said, not refused.
+    resampled = real_full.shape[1] != thw[0]
+    if resampled:
+        print(f"bench_quality: warning: the real ({real_path}) has {real_full.shape[1]} frames, our samples "
+              f"{thw[0]}: it is resampled in time; to score against the frames a run trained on, leave --real "
+              f"out (a run's finest real)", file=sys.stderr)
+    real = common(real_full)
     ours = {k: [common(v) for v in vs] for k, vs in ours.items()}
     if before is not None:
         before = {k: [common(v) for v in vs] for k, vs in before.items()}
@@ -331,6 +340,8 @@ def run(args) -> dict:
         "common_thw": list(thw),
         "frame_step": args.frame_step,
         "real": str(real_path),
+        "real_thw": list(real_full.shape[1:]),
+        "real_resampled_in_time": resampled,
         "ours_source": source,
         "reference_source": ref_source,
         "metrics": metrics,

@@ -60,6 +60,7 @@ def test_published_self_check_gives_ratios_of_one(files, monkeypatch, capsys):
     assert rc == 0
     rep = json.loads((out / "self.json").read_text())
     assert rep["common_thw"] == [4, 24, 40]
+    assert rep["real_thw"] == [4, 24, 40] and rep["real_resampled_in_time"] is False
     assert len(rep["reference"]["per_seed"]["published"]["per_fake"]) == 3
     ratios = rep["ratios_ours_over_reference"]
     for m in ("completeness", "diversity_lab", "diversity_gray"):
@@ -72,7 +73,7 @@ def test_published_self_check_gives_ratios_of_one(files, monkeypatch, capsys):
     assert "completeness" in capsys.readouterr().out
 
 
-def test_patchnn_reference_at_the_common_size(files):
+def test_patchnn_reference_at_the_common_size(files, capsys):
     for s in range(4):                                          # two "seeds" of two samples, 30x50
         write_video(files / f"ours{s}.mp4", clip(6, 30, 50, seed=10 + s), 8)
     out = files / "results"
@@ -83,6 +84,8 @@ def test_patchnn_reference_at_the_common_size(files):
     assert rc == 0
     rep = json.loads((out / "pn.json").read_text())
     assert rep["common_thw"] == [6, 30, 50]                     # our samples' size; real resized to it
+    assert rep["real_thw"] == [4, 24, 40] and rep["real_resampled_in_time"] is True  # 4 frames -> 6: said
+    assert "has 4 frames, our samples 6: it is resampled in time" in capsys.readouterr().err
     assert rep["ours"]["n"] == 2 and rep["ours"]["std"]["completeness"] > 0
     ref = rep["reference"]["per_seed"]["patchnn"]["per_fake"]
     assert len(ref) == 2 and all(r["input_thw"] == [6, 30, 50] for r in ref)
