@@ -311,8 +311,8 @@ def run(args) -> dict:
     resampled = real_full.shape[1] != thw[0]
     if resampled:
         print(f"bench_quality: warning: the real ({real_path}) has {real_full.shape[1]} frames, our samples "
-              f"{thw[0]}: it is resampled in time; to score against the frames a run trained on, leave --real "
-              f"out (a run's finest real)", file=sys.stderr)
+              f"{thw[0]}: it is resampled in time; to score against the frames a run trained on, pass its "
+              f"finest real (RUN/reals/scale_NN.mp4, the default with --config)", file=sys.stderr)
     real = common(real_full)
     ours = {k: [common(v) for v in vs] for k, vs in ours.items()}
     if before is not None:

@@ -34,8 +34,10 @@ from hpgen.errors import HpgenError  # noqa: E402
 MEASURES = ("coherence", "completeness")
 
 
-def scale_reals(run: Path) -> list[Path]:
-    paths = sorted((run / "reals").glob("scale_*.mp4"))
+def scale_reals(run: Path) -> dict[int, Path]:
+    from hpgen.commands.sample import run_reals
+
+    paths = run_reals(run)
     if not paths:
         raise HpgenError(f"{run}: no reals/scale_NN.mp4 (is it an hpgen train run directory?)")
     return paths
@@ -68,8 +70,8 @@ def run(args) -> dict:
     from hpgen.pyramid import resize
 
     run_dir = Path(args.run)
-    reals = [load(p).float() for p in scale_reals(run_dir)]
-    t_finest = reals[-1].shape[1]
+    reals = {n: load(p).float() for n, p in scale_reals(run_dir).items()}
+    t_finest = reals[max(reals)].shape[1]
     refs = []
     for p in args.published:
         v = load(p)
@@ -79,7 +81,7 @@ def run(args) -> dict:
         raise HpgenError(f"reference samples {short} have fewer than the run's {t_finest} frames")
     ours = ours_by_scale(run_dir)
     scales = []
-    for n, real in enumerate(reals):
+    for n, real in reals.items():
         t, h, w = real.shape[1:]
         rate = frame_rate(t_finest, t)
         ref = BidirectionalReference(real)

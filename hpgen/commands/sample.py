@@ -40,15 +40,22 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def finest_real(run_dir) -> Path | None:
-    """RUN_DIR/reals/scale_XX.mp4 with the largest XX (the training input at the finest
-    scale), or None when the run directory has no reals."""
-    found = []
+def run_reals(run_dir) -> dict[int, Path]:
+    """{n: RUN_DIR/reals/scale_XX.mp4} (the training input at each scale n, as the trainer
+    wrote it), in scale order; empty when the run directory has no reals."""
+    found = {}
     for p in (Path(run_dir) / "reals").glob("scale_*.mp4"):
         m = re.fullmatch(r"scale_(\d+)\.mp4", p.name)
         if m:
-            found.append((int(m.group(1)), p))
-    return max(found)[1] if found else None
+            found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+
+def finest_real(run_dir) -> Path | None:
+    """RUN_DIR/reals/scale_XX.mp4 with the largest XX (the training input at the finest
+    scale), or None when the run directory has no reals."""
+    reals = run_reals(run_dir)
+    return reals[max(reals)] if reals else None
 
 
 def run(args) -> int:
