@@ -121,7 +121,8 @@ def real_reals(cfg, device) -> tuple[list, list[torch.Tensor]]:
 
 
 def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpointing: bool, iters: int,
-                warmup: int, device, count_flops: bool, sample: bool = False, profile: bool = False) -> dict:
+                warmup: int, device, count_flops: bool, sample: bool = False, profile: bool = False,
+                cpu_conv: str = "hpgen") -> dict:
     dev = torch.device(device)
     rss = RssPeak().__enter__()  # baseline before the scale's networks exist: they, their
     # optimiser states and the activations all count
@@ -134,6 +135,9 @@ def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpoin
     for net in [model] + ([critic] if critic is not None else []):
         eng.set_activation_checkpointing(net, checkpointing)
         eng.set_channels_last(net, cfg.dist.channels_last)
+        # As the trainer does on a CPU (hpgen/engine/cpu_conv.py), or a baseline without it:
+        # "permute" leaves out the frames path of the smallest inputs, "pytorch" everything.
+        eng.set_cpu_conv3d_layout(net, dev.type == "cpu" and cpu_conv != "pytorch", frames=cpu_conv == "hpgen")
     groups = method.param_groups(model, critic, n)
     engines = {name: eng.build_engine(critic if name == "d" else model, g, precision=precision,
                                       zero_stage=cfg.dist.zero_stage, betas=cfg.train.betas,
@@ -161,13 +165,15 @@ def bench_scale(method, cfg, shapes, reals, n: int, *, precision: str, checkpoin
         sync()
         flops = fc.total
     s = shapes[n]
-    crop = [cfg.train.crop_height, cfg.train.crop_width] if model.is_gan_scale(n) and (
+    gan = critic is not None  # a patch-VAE scale trains no critic (SinGAN's scales all do)
+    crop = [cfg.train.crop_height, cfg.train.crop_width] if gan and (
         cfg.train.crop_height or cfg.train.crop_width) else None
     out = {
-        "scale": n, "kind": "gan" if model.is_gan_scale(n) else "vae", "crop": crop,
+        "scale": n, "kind": "gan" if gan else "vae", "crop": crop,
         "frames": s.frames, "height": s.height,
         "width": s.width, "clips": reals[0].shape[0], "voxels_per_clip": s.voxels, "precision": precision,
-        "activation_checkpointing": checkpointing, "channels_last": cfg.dist.channels_last, "seconds_per_iter": dt, "measured": True,
+        "activation_checkpointing": checkpointing, "channels_last": cfg.dist.channels_last, "cpu_conv": cpu_conv,
+        "seconds_per_iter": dt, "measured": True,
         "finite": all(torch.isfinite(v).all().item() for v in stats.values()),
     }
     if dev.type == "cuda":
@@ -277,6 +283,9 @@ def main(argv=None) -> int:
                     help="for the projected run time (default: the preset's train.iters_per_scale)")
     ap.add_argument("--isolate", action="store_true",
                     help="run each configuration in its own process (clean per-configuration peak RSS on CPU)")
+    ap.add_argument("--cpu-conv", default="hpgen",
+                    help="comma-separated CPU Conv3d paths (hpgen/engine/cpu_conv.py): hpgen (the trainer's), "
+                         "permute (no frames path), pytorch (none); the first is the ratios' baseline")
     ap.add_argument("--out", default=None)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
@@ -300,13 +309,18 @@ def main(argv=None) -> int:
         [int(x) for x in args.scales.split(",")]
     precisions = args.precision.split(",")
     ckpts = [c == "on" for c in args.checkpointing.split(",")]
+    convs = args.cpu_conv.split(",")
+    if any(c not in ("hpgen", "permute", "pytorch") for c in convs):
+        ap.error(f"--cpu-conv: choose from hpgen, permute, pytorch (got {args.cpu_conv})")
+    if args.isolate and len(convs) > 1:
+        ap.error("--isolate takes one --cpu-conv at a time")
 
     results = []
     for n in scales:
         for prec in precisions:
             for ck in ckpts:
                 measured = [r for r in results if r["measured"] and r["precision"] == prec
-                            and r["activation_checkpointing"] == ck]
+                            and r["activation_checkpointing"] == ck and r.get("cpu_conv", convs[0]) == convs[0]]
                 if measured:  # predict from the largest measured scale, linear in voxels
                     ref = max(measured, key=lambda r: r["voxels_per_clip"])
                     pred = ref["seconds_per_iter"] * shapes[n].voxels / ref["voxels_per_clip"]
@@ -320,28 +334,43 @@ def main(argv=None) -> int:
                         continue
                 if args.isolate:
                     r = run_isolated(argv if argv is not None else sys.argv[1:], n, prec, ck)
-                else:
+                    results.append(r)
+                    continue
+                for cc in convs:
                     r = bench_scale(method, cfg, shapes, reals, n, precision=prec, checkpointing=ck,
                                     iters=args.iters, warmup=args.warmup, device=device, count_flops=args.flops,
-                                    sample=args.sample, profile=args.profile)
-                results.append(r)
-                mem = r.get("peak_gpu_memory_gib", r.get("peak_rss_above_baseline_gib"))
-                extra = f", {r['tflops_per_s']:.1f} TFLOP/s" if "tflops_per_s" in r else ""
-                print(f"scale {n} ({r['frames']}x{r['height']}x{r['width']}) {prec} ckpt={ck}: "
-                      f"{r['seconds_per_iter']:.3f} s/iter, peak {mem:.2f} GiB{extra}", flush=True)
+                                    sample=args.sample, profile=args.profile, cpu_conv=cc)
+                    results.append(r)
+                    mem = r.get("peak_gpu_memory_gib", r.get("peak_rss_above_baseline_gib"))
+                    extra = f", {r['tflops_per_s']:.1f} TFLOP/s" if "tflops_per_s" in r else ""
+                    conv = f" cpu_conv={cc}" if len(convs) > 1 else ""
+                    print(f"scale {n} ({r['frames']}x{r['height']}x{r['width']}) {prec} ckpt={ck}{conv}: "
+                          f"{r['seconds_per_iter']:.3f} s/iter, peak {mem:.2f} GiB{extra}", flush=True)
 
     # Steps of each scale: the preset's (one number or one per scale), or --iters-per-scale for all.
     steps = {n: args.iters_per_scale or cfg.train.iters(n) for n in n_all}
     summary = {}
     for prec in precisions:
         for ck in ckpts:
-            rows = [r for r in results if r["precision"] == prec and r["activation_checkpointing"] == ck]
-            if scales == n_all and rows:
-                summary[f"{prec}_ckpt{'on' if ck else 'off'}_projected_run_hours"] = \
-                    sum(r["seconds_per_iter"] * steps[r["scale"]] for r in rows) / 3600
+            for cc in convs:
+                rows = [r for r in results if r["precision"] == prec and r["activation_checkpointing"] == ck
+                        and r.get("cpu_conv", cc) == cc]
+                conv = f"_{cc}" if len(convs) > 1 else ""
+                if scales == n_all and rows:
+                    summary[f"{prec}_ckpt{'on' if ck else 'off'}{conv}_projected_run_hours"] = \
+                        sum(r["seconds_per_iter"] * steps[r["scale"]] for r in rows) / 3600
     # Ratios between configurations measured in this same run (CPU figures are reported so).
     for n in scales:
-        by = {(r["precision"], r["activation_checkpointing"]): r for r in results if r["scale"] == n and r["measured"]}
+        for r in results:  # each CPU Conv3d path against the first one, same precision and checkpointing
+            if r["scale"] == n and r["measured"] and r.get("cpu_conv", convs[0]) != convs[0]:
+                base = next(b for b in results if b["scale"] == n and b["measured"] and b["cpu_conv"] == convs[0]
+                            and b["precision"] == r["precision"]
+                            and b["activation_checkpointing"] == r["activation_checkpointing"])
+                tag = f"scale{n}_{r['precision']}_ckpt{'on' if r['activation_checkpointing'] else 'off'}"
+                summary[f"{tag}_cpu_conv_{r['cpu_conv']}_vs_{convs[0]}_time_ratio"] = \
+                    r["seconds_per_iter"] / base["seconds_per_iter"]
+        by = {(r["precision"], r["activation_checkpointing"]): r for r in results if r["scale"] == n and r["measured"]
+              and r.get("cpu_conv", convs[0]) == convs[0]}
         base = by.get(("fp32", False))
         if base is None:
             continue
