@@ -203,8 +203,8 @@ def test_colour_statistics_loss_closes_the_colour_gap(tmp_path):
     gap of seed 2's samples was 0.066 -> 0.101 with running averages and 0.012 -> 0.012 with
     batch statistics, while the std gap fell 0.073 -> 0.034. So a bound on running-average
     samples held on seed 0 only (2 scales, 40 iterations, gamma 10: ratios 0.73 / 0.94 / 0.89 on
-    seeds 0-2, and 0.86 on seed 0 with two threads);
-    with batch statistics the ratio is 0.58-0.71 on seeds 0-2 at gamma 50 (one and two threads)."""
+    seeds 0-2, and 0.86 on seed 0 with two threads). With batch statistics the ratio is
+    0.58-0.71 on seeds 0-2 at gamma 50, with one and with two threads."""
     over = TINY + ["pyramid.num_scales=1", "pyramid.frames=4", "train.iters_per_scale=60", "data.max_clips=1",
                    'train.gp_norm="sample"', "train.eval_metrics=[]"]
     gaps = {}

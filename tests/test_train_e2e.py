@@ -17,7 +17,7 @@ DEMO = REPO / "configs" / "hpvaegan" / "demo.toml"
 DEMO_COMPLETENESS_BOUND = 0.33  # docs/BENCHMARKS.md, "The demo preset reshaped": 0.23-0.25 over 3 seeds
 
 
-# The demo trains for ~8 min on a 2-core runner (7:52 measured), ~24 on a slow one: past pytest-timeout's
+# The demo trains for ~7 min on a 2-core runner (6:33 measured), ~24 on a slow one: past pytest-timeout's
 # 1800 s default once a loaded machine slows it further.
 pytestmark = pytest.mark.timeout(3600)
 
