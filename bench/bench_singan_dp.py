@@ -26,15 +26,17 @@ import platform
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run(out: Path, replicas: int, per_replica: int, args) -> dict:
-    scales = 4  # the demo preset
+    preset = REPO / "configs/singan_gif/demo.toml"
+    scales = tomllib.loads(preset.read_text())["pyramid"]["num_scales"]  # the demo preset's
     iters = [1] * (scales - 1) + [args.iters]
-    common = ["--config", str(REPO / "configs/singan_gif/demo.toml"), "--no-progress", "--out", str(out),
+    common = ["--config", str(preset), "--no-progress", "--out", str(out),
               "data.max_clips=2", f"data.clips_per_step={per_replica}", f"train.iters_per_scale={iters}",
               "train.log_every=1", "train.checkpoint_every=0", "train.eval_metrics=[]", "train.eval_samples=1",
               f"train.device={args.device}"]
